@@ -1,0 +1,19 @@
+//! Operational plumbing shared by every palisade crate: the problem+json error shape, request ids,
+//! Prometheus metrics, readiness, logging, and the HTTP server with graceful shutdown.
+//!
+//! Nothing here knows about tenants, tokens or tables; the `api` crate assembles these parts.
+
+pub mod layers;
+pub mod metrics;
+pub mod problem;
+pub mod readiness;
+pub mod redact;
+pub mod request_id;
+pub mod server;
+pub mod telemetry;
+
+pub use metrics::Metrics;
+pub use problem::Problem;
+pub use readiness::{CheckOutcome, Readiness, ReadinessCheck, ReadinessConfig};
+pub use request_id::RequestId;
+pub use server::{ServerConfig, serve, shutdown_signal};

@@ -1,0 +1,237 @@
+//! The Prometheus metrics of DESIGN.md. Names and labels are a contract with the alert rules and
+//! dashboards in observability/; label values are always from a small fixed set (never a raw path,
+//! tenant, user or address).
+//!
+//! Each server instance owns its registry, so tests that run several servers in one process see
+//! their own numbers.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The route label of a request that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub http_requests_in_flight: IntGauge,
+    pub db_pool_connections: IntGaugeVec,
+    pub db_pool_max_connections: IntGauge,
+    pub db_pool_acquire_timeouts_total: IntCounter,
+    pub redis_up: IntGauge,
+    pub redis_errors_total: IntCounterVec,
+    pub rate_limit_decisions_total: IntCounterVec,
+    pub auth_failures_total: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+/// Build identity for `build_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub git_sha: &'static str,
+}
+
+impl Metrics {
+    /// Registers every metric. Registration can only fail on a duplicate or malformed name, which
+    /// would be a programming error caught by the first test run, so it is reported, not handled.
+    pub fn new(build: BuildInfo) -> Result<Arc<Self>, prometheus::Error> {
+        let registry = Registry::new();
+        let metrics = Self {
+            http_requests_total: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests served, by method, route template and status."),
+                &["method", "route", "status"],
+            )?,
+            http_request_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from request received to response headers sent, by method and route template.",
+                ),
+                &["method", "route"],
+            )?,
+            http_requests_in_flight: IntGauge::new("http_requests_in_flight", "HTTP requests being served now.")?,
+            db_pool_connections: IntGaugeVec::new(
+                Opts::new("db_pool_connections", "Database pool connections by state (idle, in_use)."),
+                &["state"],
+            )?,
+            db_pool_max_connections: IntGauge::new("db_pool_max_connections", "Configured maximum pool size.")?,
+            db_pool_acquire_timeouts_total: IntCounter::new(
+                "db_pool_acquire_timeouts_total",
+                "Times a request gave up waiting for a database connection.",
+            )?,
+            redis_up: IntGauge::new("redis_up", "1 when the last Redis round trip succeeded, 0 when it failed.")?,
+            redis_errors_total: IntCounterVec::new(
+                Opts::new("redis_errors_total", "Failed Redis operations, by operation."),
+                &["operation"],
+            )?,
+            rate_limit_decisions_total: IntCounterVec::new(
+                Opts::new(
+                    "rate_limit_decisions_total",
+                    "Rate limit decisions by policy and decision (allowed, limited, bypassed).",
+                ),
+                &["policy", "decision"],
+            )?,
+            auth_failures_total: IntCounterVec::new(
+                Opts::new("auth_failures_total", "Refused authentication attempts, by reason."),
+                &["reason"],
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; labels carry the running build."),
+                &["version", "git_sha"],
+            )?,
+            registry,
+        };
+        metrics.register_all()?;
+        metrics.build_info.with_label_values(&[build.version, build.git_sha]).set(1);
+        for state in ["idle", "in_use"] {
+            metrics.db_pool_connections.with_label_values(&[state]).set(0);
+        }
+        Ok(Arc::new(metrics))
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.http_requests_total.clone()))?;
+        r.register(Box::new(self.http_request_duration_seconds.clone()))?;
+        r.register(Box::new(self.http_requests_in_flight.clone()))?;
+        r.register(Box::new(self.db_pool_connections.clone()))?;
+        r.register(Box::new(self.db_pool_max_connections.clone()))?;
+        r.register(Box::new(self.db_pool_acquire_timeouts_total.clone()))?;
+        r.register(Box::new(self.redis_up.clone()))?;
+        r.register(Box::new(self.redis_errors_total.clone()))?;
+        r.register(Box::new(self.rate_limit_decisions_total.clone()))?;
+        r.register(Box::new(self.auth_failures_total.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        Ok(())
+    }
+
+    /// The registry in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Counts a failed Redis operation and marks Redis down.
+    pub fn redis_error(&self, operation: &str) {
+        self.redis_errors_total.with_label_values(&[operation]).inc();
+        self.redis_up.set(0);
+    }
+}
+
+/// `GET /metrics`.
+pub fn exposition(metrics: &Metrics) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// Keeps the in-flight gauge right even when the request future is dropped mid-way.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn start(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware recording the HTTP metrics. Must be applied with `Router::layer` so it runs after
+/// routing and sees the matched route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start(&metrics.http_requests_in_flight);
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    metrics
+        .http_request_duration_seconds
+        .with_label_values(&[method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests_total
+        .with_label_values(&[method, &route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Methods outside the standard set are folded into one label value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exported_with_help_and_type() {
+        let metrics = Metrics::new(BuildInfo { version: "1.2.3", git_sha: "abc" }).expect("registry");
+        metrics.http_requests_total.with_label_values(&["GET", "/health", "200"]).inc();
+        metrics.http_request_duration_seconds.with_label_values(&["GET", "/health"]).observe(0.1);
+        metrics.redis_errors_total.with_label_values(&["ping"]).inc();
+        metrics.rate_limit_decisions_total.with_label_values(&["anonymous", "allowed"]).inc();
+        metrics.auth_failures_total.with_label_values(&["expired"]).inc();
+        let text = metrics.render();
+        for name in [
+            "http_requests_total",
+            "http_request_duration_seconds",
+            "http_requests_in_flight",
+            "db_pool_connections",
+            "db_pool_max_connections",
+            "db_pool_acquire_timeouts_total",
+            "redis_up",
+            "redis_errors_total",
+            "rate_limit_decisions_total",
+            "auth_failures_total",
+            "build_info",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
+        }
+        assert!(text.contains(r#"build_info{git_sha="abc",version="1.2.3"} 1"#));
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        let method = Method::from_bytes(b"PURGE").expect("method");
+        assert_eq!(method_label(&method), "OTHER");
+    }
+}

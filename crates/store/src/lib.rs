@@ -1,0 +1,10 @@
+//! Connections to the outside stores: the database (SQLite for the embedded default, PostgreSQL in
+//! production) and, optionally, Redis. Owns migrations and the health of both.
+
+pub mod database;
+pub mod error;
+pub mod redis;
+
+pub use database::{Backend, Database, DatabaseConfig, Tx};
+pub use error::StoreError;
+pub use redis::{Redis, RedisConfig};

@@ -1,0 +1,24 @@
+-- The server connects through a LOGIN role that is a member of palisade_app (see docs/database.md).
+-- palisade_app owns nothing, so row-level security applies to it; the migration role owns the tables.
+-- Creating the role tolerates a concurrent creation (several databases migrating in one cluster).
+DO $$
+BEGIN
+    CREATE ROLE palisade_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+EXCEPTION
+    WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+CREATE TABLE tenants (
+    id uuid PRIMARY KEY,
+    slug text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
+    name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
+    status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Tenants are resolved before a tenant is known, so this table is platform-wide (no RLS);
+-- only platform admins reach the write paths.
+GRANT USAGE ON SCHEMA public TO palisade_app;
+GRANT SELECT, INSERT, UPDATE ON tenants TO palisade_app;
