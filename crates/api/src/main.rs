@@ -1,1 +1,7 @@
-fn main() {}
+//! `palisade`: see `palisade --help`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    palisade_api::cli::main()
+}

@@ -14,8 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The route label of a request that matched no route.
@@ -136,11 +135,7 @@ impl Metrics {
 
 /// `GET /metrics`.
 pub fn exposition(metrics: &Metrics) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        metrics.render(),
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
         .into_response()
 }
 
@@ -166,20 +161,10 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let _in_flight = InFlight::start(&metrics.http_requests_in_flight);
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |p| p.as_str())
-        .to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()).to_owned();
     let response = next.run(request).await;
-    metrics
-        .http_request_duration_seconds
-        .with_label_values(&[method, &route])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .http_requests_total
-        .with_label_values(&[method, &route, response.status().as_str()])
-        .inc();
+    metrics.http_request_duration_seconds.with_label_values(&[method, &route]).observe(started.elapsed().as_secs_f64());
+    metrics.http_requests_total.with_label_values(&[method, &route, response.status().as_str()]).inc();
     response
 }
 

@@ -144,8 +144,8 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = (status, [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], body)
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], body).into_response();
         for (name, value) in self.headers {
             response.headers_mut().append(name, value);
         }
@@ -166,10 +166,8 @@ pub async fn normalize(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let is_problem = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(CONTENT_TYPE.as_bytes()));
+    let is_problem =
+        parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(CONTENT_TYPE.as_bytes()));
     let too_big = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -182,19 +180,14 @@ pub async fn normalize(request: Request, next: Next) -> Response {
         Ok(collected) => collected.to_bytes(),
         Err(_) => bytes::Bytes::new(),
     };
-    let mut value = if is_problem {
-        serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
+    let mut value =
+        if is_problem { serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null) } else { Value::Null };
     if !value.is_object() {
         let detail = plain_detail(status, &bytes);
         value = serde_json::to_value(Problem::from_status(status, detail)).unwrap_or_default();
     }
     if let (Some(object), Some(id)) = (value.as_object_mut(), &request_id) {
-        object
-            .entry("request_id")
-            .or_insert_with(|| Value::String(id.as_str().to_owned()));
+        object.entry("request_id").or_insert_with(|| Value::String(id.as_str().to_owned()));
     }
     let body = serde_json::to_vec(&value).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

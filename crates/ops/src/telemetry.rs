@@ -1,5 +1,7 @@
 //! Logging: one subscriber, pretty for people in development and JSON for machines in production.
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -36,7 +38,9 @@ pub fn init(config: &LogConfig, default_format: LogFormat) {
         LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_target(false)).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_target(false).with_ansi(std::io::stdout().is_terminal()))
+            .try_init(),
     };
     if result.is_err() {
         tracing::debug!("a global subscriber is already installed");

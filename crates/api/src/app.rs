@@ -1,0 +1,123 @@
+//! Assembling the application from settings, and running it.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::Router;
+use palisade_ops::{Metrics, Readiness, ReadinessCheck, layers, metrics::BuildInfo, serve};
+use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
+use tokio::net::TcpListener;
+
+use crate::{AppState, Settings, routes};
+
+/// How often Redis is pinged in the background so `redis_up` is current between probes.
+const REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the server did not start. `Config` lists every problem at once.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built application: dependencies connected, router assembled, listener bound.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Validates settings (refusing insecure ones outside development), connects the stores,
+    /// migrates when configured to, checks the database role, and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(StartupError::Config(problems));
+        }
+        let metrics = Metrics::new(build_info())?;
+        let db = Database::connect(&settings.database, metrics.clone()).await?;
+        if settings.auto_migrate() {
+            db.migrate().await?;
+        }
+        let role_problems = db.role_problems().await?;
+        if !role_problems.is_empty() {
+            if !settings.environment.is_development() {
+                return Err(StartupError::Config(role_problems));
+            }
+            for problem in role_problems {
+                tracing::warn!("{problem} (tolerated in development only)");
+            }
+        }
+        let redis = Redis::connect(&settings.redis, metrics.clone())?;
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseCheck(db.clone()))];
+        if let Some(redis) = &redis {
+            checks.push(Arc::new(RedisCheck(redis.clone())));
+        }
+        let readiness = Readiness::new(settings.readiness.clone(), checks);
+        let addr = settings.server.addr;
+        let state = AppState { settings: Arc::new(settings), metrics, readiness, db, redis };
+        let router = build_router(state.clone());
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self { listener, router, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, drains, then closes the pools.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let Self { listener, router, state } = self;
+        tracing::info!(addr = %listener.local_addr()?, environment = state.settings.environment.as_str(), "listening");
+        let pinger = state.redis.clone().map(|redis| tokio::spawn(keep_redis_up_current(redis)));
+        let result = serve(listener, router, &state.settings.server, state.readiness.clone(), shutdown).await;
+        if let Some(pinger) = pinger {
+            pinger.abort();
+        }
+        state.db.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The router with every route and the whole middleware stack.
+pub fn build_router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// As [`build_router`], with `extra` routes merged in before the middleware is applied.
+/// Tests use it to mount routes that exercise the stack (a panicking handler, a slow one).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let metrics = state.metrics.clone();
+    let server = state.settings.server.clone();
+    let router = routes::router().merge(extra).fallback(routes::not_found).with_state(state);
+    layers::apply(router, metrics, &server)
+}
+
+fn build_info() -> BuildInfo {
+    BuildInfo { version: env!("CARGO_PKG_VERSION"), git_sha: option_env!("PALISADE_GIT_SHA").unwrap_or("unknown") }
+}
+
+async fn keep_redis_up_current(redis: Redis) {
+    let mut interval = tokio::time::interval(REDIS_PING_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Err(error) = redis.ping().await {
+            tracing::debug!(%error, "background redis ping failed");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `ValidatedJson`: a JSON body that is well-formed, of the right type and valid, or a precise
+//! problem: 415 for a wrong content type, 400 for malformed JSON, 413 for an oversized body, 422
+//! with field errors for a body of the wrong shape or failing validation.
+
+use axum::{
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
+    http::StatusCode,
+};
+use palisade_ops::{Problem, problem::FieldError};
+use serde::de::DeserializeOwned;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidatedJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidatedJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await.map_err(rejection_problem)?;
+        value.validate().map_err(|errors| Problem::validation(field_errors(&errors, "")))?;
+        Ok(Self(value))
+    }
+}
+
+fn rejection_problem(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "Send the body as JSON with `Content-Type: application/json`.",
+        ),
+        JsonRejection::JsonSyntaxError(error) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!(
+                "The body is not valid JSON: {}",
+                error.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
+            ),
+        ),
+        JsonRejection::JsonDataError(error) => {
+            let text = error.body_text();
+            let message = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ");
+            let (field, message) = match message.split_once(": ") {
+                Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
+                _ => (String::new(), message.to_owned()),
+            };
+            Problem::validation(vec![FieldError { field, message }])
+        }
+        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            "The request body is larger than the server accepts.",
+        ),
+        other => Problem::bad_request(other.body_text()),
+    }
+}
+
+/// Flattens validator's nested errors into `field.path: message` pairs.
+fn field_errors(errors: &ValidationErrors, prefix: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (field, kind) in errors.errors() {
+        let path = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+        match kind {
+            ValidationErrorsKind::Field(list) => out.extend(list.iter().map(|e| FieldError {
+                field: path.clone(),
+                message: e.message.as_ref().map_or_else(|| e.code.to_string(), ToString::to_string),
+            })),
+            ValidationErrorsKind::Struct(nested) => out.extend(field_errors(nested, &path)),
+            ValidationErrorsKind::List(items) => {
+                for (index, nested) in items {
+                    out.extend(field_errors(nested, &format!("{path}[{index}]")));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}

@@ -1,0 +1,209 @@
+//! Settings: every crate's section, assembled and layered as DESIGN.md fixes:
+//! built-in defaults < `config/default.toml` < `config/{environment}.toml` < environment variables
+//! (`PALISADE_<SECTION>__<KEY>`, plus the well-known `DATABASE_URL` and `REDIS_URL`).
+
+use std::{collections::HashMap, path::PathBuf};
+
+use palisade_ops::{ReadinessConfig, ServerConfig, telemetry::LogConfig};
+use palisade_store::{Backend, DatabaseConfig, RedisConfig};
+use serde::{Deserialize, Serialize};
+
+/// Where the process runs. Anything but `development` is treated as production: insecure
+/// settings are refused at startup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    pub fn is_development(self) -> bool {
+        self == Self::Development
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `development`, `staging` or `production` (`PALISADE_ENVIRONMENT`).
+    pub environment: Environment,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub readiness: ReadinessConfig,
+    pub log: LogConfig,
+}
+
+/// Settings could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct LoadError(#[from] config::ConfigError);
+
+/// Env vars whose well-known names are honoured, and the keys they fill in. A
+/// `PALISADE_<SECTION>__<KEY>` variable for the same key wins.
+const WELL_KNOWN: &[(&str, &str)] = &[("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")];
+
+impl Settings {
+    /// Reads settings from the process environment and `./config` (or `PALISADE_CONFIG_DIR`).
+    pub fn load() -> Result<Self, LoadError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let dir = env.get("PALISADE_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(&env, &dir)
+    }
+
+    /// As [`Settings::load`], from an explicit environment (tests) and config directory.
+    pub fn load_from(env: &HashMap<String, String>, config_dir: &std::path::Path) -> Result<Self, LoadError> {
+        let environment = env.get("PALISADE_ENVIRONMENT").map_or("development", String::as_str).to_lowercase();
+        let palisade_env: config::Map<String, String> =
+            env.iter().filter(|(k, _)| k.starts_with("PALISADE_")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(config_dir.join("default")).required(false))
+            .add_source(config::File::from(config_dir.join(&environment)).required(false))
+            .add_source(
+                config::Environment::with_prefix("PALISADE")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("cors.allowed_methods")
+                    .with_list_parse_key("cors.allowed_headers")
+                    .with_list_parse_key("client_ip.trusted_proxies")
+                    .with_list_parse_key("auth.algorithms")
+                    .with_list_parse_key("tenancy.resolution_order")
+                    .source(Some(palisade_env)),
+            );
+        for (name, key) in WELL_KNOWN {
+            let specific = format!("PALISADE_{}", key.replace('.', "__").to_uppercase());
+            if let Some(value) = env.get(*name).filter(|_| !env.contains_key(&specific)) {
+                builder = builder.set_override(*key, value.as_str())?;
+            }
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Every problem with these settings, all at once. Outside development this includes each
+    /// insecure setting; the server refuses to start while the list is not empty.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.server.body_limit_bytes == 0 {
+            problems.push("server.body_limit_bytes must be greater than 0".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be greater than 0".to_owned());
+        }
+        if self.database.min_connections > self.database.max_connections {
+            problems.push("database.min_connections exceeds database.max_connections".to_owned());
+        }
+        let backend = match self.database.backend() {
+            Ok(backend) => Some(backend),
+            Err(error) => {
+                problems.push(format!("database.url: {error}"));
+                None
+            }
+        };
+        if self.environment.is_development() {
+            return problems;
+        }
+        let env = self.environment.as_str();
+        if backend == Some(Backend::Sqlite) && !self.database.allow_sqlite_in_production {
+            problems.push(format!(
+                "database.url is SQLite in {env}: use PostgreSQL (DATABASE_URL=postgres://…) or set \
+                 database.allow_sqlite_in_production=true for a single-instance deployment"
+            ));
+        }
+        if self.redis.url.is_none() {
+            problems.push(format!(
+                "redis.url is not set in {env}: rate limits and token revocations would not be shared \
+                 between replicas (set REDIS_URL)"
+            ));
+        }
+        problems
+    }
+
+    /// Whether migrations run at startup (see `database.auto_migrate`).
+    pub fn auto_migrate(&self) -> bool {
+        self.database.auto_migrate.unwrap_or(self.environment.is_development())
+    }
+
+    /// The effective settings as TOML, secrets redacted (`palisade config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|error| format!("# cannot render settings: {error}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn load(vars: &[(&str, &str)]) -> Settings {
+        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load_from(&env, std::path::Path::new("/nonexistent")).expect("settings load")
+    }
+
+    #[test]
+    fn with_nothing_set_the_defaults_serve_locally_on_sqlite() {
+        let settings = load(&[]);
+        assert_eq!(settings.environment, Environment::Development);
+        assert_eq!(settings.server.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.database.backend().ok(), Some(Backend::Sqlite));
+        assert!(settings.problems().is_empty());
+        assert!(settings.auto_migrate());
+    }
+
+    #[test]
+    fn section_variables_and_well_known_names_are_read() {
+        let settings = load(&[
+            ("PALISADE_SERVER__ADDR", "0.0.0.0:9000"),
+            ("PALISADE_SERVER__REQUEST_TIMEOUT", "5s"),
+            ("DATABASE_URL", "postgres://app@db/palisade"),
+            ("REDIS_URL", "redis://cache:6379"),
+        ]);
+        assert_eq!(settings.server.addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(settings.server.request_timeout.as_secs(), 5);
+        assert_eq!(settings.database.url.expose_secret(), "postgres://app@db/palisade");
+        assert!(settings.redis.url.is_some());
+    }
+
+    #[test]
+    fn a_palisade_variable_wins_over_the_well_known_name() {
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://generic@db/x"),
+            ("PALISADE_DATABASE__URL", "postgres://specific@db/x"),
+        ]);
+        assert_eq!(settings.database.url.expose_secret(), "postgres://specific@db/x");
+    }
+
+    #[test]
+    fn production_lists_every_insecure_setting_at_once() {
+        let settings = load(&[("PALISADE_ENVIRONMENT", "production")]);
+        let problems = settings.problems();
+        assert!(problems.iter().any(|p| p.contains("SQLite")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("redis.url")), "{problems:?}");
+        assert!(!settings.auto_migrate());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_not_ignored() {
+        let env = [("PALISADE_SERVER__ADRR".to_owned(), "x".to_owned())].into_iter().collect();
+        assert!(Settings::load_from(&env, std::path::Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn the_printed_config_hides_secrets() {
+        let settings = load(&[("DATABASE_URL", "postgres://app:hunter2@db/p"), ("REDIS_URL", "redis://:pw@c:6379")]);
+        let printed = settings.to_redacted_toml();
+        assert!(!printed.contains("hunter2") && !printed.contains(":pw@"), "{printed}");
+    }
+}
