@@ -3,11 +3,11 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
-use palisade_ops::{Metrics, Readiness, ReadinessCheck, layers, metrics::BuildInfo, serve};
+use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
 use tokio::net::TcpListener;
 
-use crate::{AppState, Settings, routes};
+use crate::{AppState, Settings, middleware, routes};
 
 /// How often Redis is pinged in the background so `redis_up` is current between probes.
 const REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -105,7 +105,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let metrics = state.metrics.clone();
     let server = state.settings.server.clone();
     let router = routes::router().merge(extra).fallback(routes::not_found).with_state(state);
-    layers::apply(router, metrics, &server)
+    middleware::apply(router, metrics, &server)
 }
 
 fn build_info() -> BuildInfo {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod middleware;
 pub mod routes;
 pub mod settings;
 pub mod state;

@@ -3,7 +3,6 @@
 //!
 //! Nothing here knows about tenants, tokens or tables; the `api` crate assembles these parts.
 
-pub mod layers;
 pub mod metrics;
 pub mod problem;
 pub mod readiness;

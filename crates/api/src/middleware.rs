@@ -28,7 +28,7 @@ use tower_http::{
 };
 use tracing::{Span, field::Empty};
 
-use crate::{Metrics, Problem, ServerConfig, metrics, problem, request_id, request_id::RequestId};
+use palisade_ops::{Metrics, Problem, ServerConfig, metrics, problem, request_id, request_id::RequestId};
 
 /// Applies the stack above to a router whose routes (and fallback) are all in place.
 pub fn apply(router: Router, metrics: Arc<Metrics>, server: &ServerConfig) -> Router {
