@@ -37,6 +37,11 @@ impl Application {
     /// Validates settings (refusing insecure ones outside development), connects the stores,
     /// migrates when configured to, checks the database role, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Router::new()).await
+    }
+
+    /// As [`Application::build`], with `extra` routes mounted under the same middleware stack.
+    pub async fn build_with(settings: Settings, extra: Router<AppState>) -> Result<Self, StartupError> {
         let problems = settings.problems();
         if !problems.is_empty() {
             return Err(StartupError::Config(problems));
@@ -63,7 +68,7 @@ impl Application {
         let readiness = Readiness::new(settings.readiness.clone(), checks);
         let addr = settings.server.addr;
         let state = AppState { settings: Arc::new(settings), metrics, readiness, db, redis };
-        let router = build_router(state.clone());
+        let router = router_with(state.clone(), extra);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self { listener, router, state })
     }

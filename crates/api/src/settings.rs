@@ -54,6 +54,12 @@ pub struct LoadError(#[from] config::ConfigError);
 /// `PALISADE_<SECTION>__<KEY>` variable for the same key wins.
 const WELL_KNOWN: &[(&str, &str)] = &[("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")];
 
+/// `PALISADE_ENVIRONMENT` and `PALISADE_<SECTION>__<KEY>` are settings; other `PALISADE_*`
+/// variables (`PALISADE_CONFIG_DIR`, the test harness's `PALISADE_TEST_*`) are not.
+fn is_setting_variable(name: &str) -> bool {
+    name == "PALISADE_ENVIRONMENT" || name.strip_prefix("PALISADE_").is_some_and(|rest| rest.contains("__"))
+}
+
 impl Settings {
     /// Reads settings from the process environment and `./config` (or `PALISADE_CONFIG_DIR`).
     pub fn load() -> Result<Self, LoadError> {
@@ -66,7 +72,7 @@ impl Settings {
     pub fn load_from(env: &HashMap<String, String>, config_dir: &std::path::Path) -> Result<Self, LoadError> {
         let environment = env.get("PALISADE_ENVIRONMENT").map_or("development", String::as_str).to_lowercase();
         let palisade_env: config::Map<String, String> =
-            env.iter().filter(|(k, _)| k.starts_with("PALISADE_")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            env.iter().filter(|(k, _)| is_setting_variable(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut builder = config::Config::builder()
             .add_source(config::File::from(config_dir.join("default")).required(false))
             .add_source(config::File::from(config_dir.join(&environment)).required(false))
@@ -192,6 +198,12 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("SQLite")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("redis.url")), "{problems:?}");
         assert!(!settings.auto_migrate());
+    }
+
+    #[test]
+    fn palisade_variables_that_are_not_settings_are_left_alone() {
+        let settings = load(&[("PALISADE_TEST_DATABASE_URL", "postgres://x"), ("PALISADE_CONFIG_DIR", "/etc/p")]);
+        assert_eq!(settings.database.backend().ok(), Some(Backend::Sqlite));
     }
 
     #[test]
