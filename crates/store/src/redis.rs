@@ -79,9 +79,15 @@ impl Redis {
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(StoreError::RedisUrl)?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(StoreError::RedisUrl)?;
         metrics.redis_up.set(0);
-        Ok(Some(Self { connection, prefix: config.key_prefix.clone().into(), command_timeout: config.command_timeout, metrics }))
+        Ok(Some(Self {
+            connection,
+            prefix: config.key_prefix.clone().into(),
+            command_timeout: config.command_timeout,
+            metrics,
+        }))
     }
 
     /// `prefix:part1:part2…`
