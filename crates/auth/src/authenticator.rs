@@ -1,0 +1,355 @@
+//! The [`Authenticator`]: turns a bearer token into an [`AuthContext`] or says why not.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use palisade_ops::Metrics;
+use palisade_store::Redis;
+use time::OffsetDateTime;
+use tokio::task::AbortHandle;
+
+use crate::{
+    AuthConfig, AuthContext, AuthError, FailureReason, RevocationFailureMode,
+    context::Claims,
+    dev::{DevKeys, DevTokenRequest, check_dev_mode},
+    jwks::{KeyStore, spawn_refresh},
+    revocation::{MEMORY_CAPACITY, MemoryRevocations, RevocationStore, StoreFailure},
+    token::{RawHeader, from_jwt_error},
+};
+
+/// While Redis is unreachable in `open` mode every request would log; once per this is enough.
+const OPEN_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How tokens are verified: by the issuer's published keys, or by the development secret.
+#[derive(Debug)]
+enum Mode {
+    Oidc(Box<Oidc>),
+    Development(Box<DevKeys>),
+}
+
+/// OIDC verification: the issuer's keys, the accepted algorithms and the claim checks.
+#[derive(Debug)]
+struct Oidc {
+    keys: Arc<KeyStore>,
+    algorithms: Vec<Algorithm>,
+    validation: Validation,
+}
+
+/// Verifies bearer tokens, checks revocations and counts failures. Shared by all requests
+/// (`Arc<Authenticator>` in the router state); dropping it stops the key refresh task.
+#[derive(Debug)]
+pub struct Authenticator {
+    mode: Mode,
+    tenant_claim: String,
+    leeway: Duration,
+    revocations: RevocationStore,
+    failure_mode: RevocationFailureMode,
+    metrics: Arc<Metrics>,
+    refresh_task: Option<AbortHandle>,
+    last_open_warning: Mutex<Option<Instant>>,
+}
+
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.refresh_task {
+            task.abort();
+        }
+    }
+}
+
+impl Authenticator {
+    /// Sets up verification for `config`. In OIDC mode the issuer's keys are fetched once
+    /// (bounded by `jwks_fetch_timeout`) and then refreshed in the background; a provider that is
+    /// down does not fail startup, requests are refused with `keys_unavailable` until the keys
+    /// arrive. Without an issuer (development mode) the environment must be development.
+    ///
+    /// `redis`: the shared revocation list; `None` keeps revocations in this process.
+    pub async fn new(
+        config: &AuthConfig,
+        is_development: bool,
+        metrics: Arc<Metrics>,
+        redis: Option<Redis>,
+    ) -> Result<Arc<Self>, AuthError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(AuthError::Config(problems));
+        }
+        for reason in FailureReason::ALL {
+            metrics.auth_failures_total.with_label_values(&[reason.as_str()]);
+        }
+        let (mode, refresh_task) = match &config.issuer {
+            Some(issuer) => {
+                let keys = Arc::new(
+                    KeyStore::new(
+                        issuer.clone(),
+                        config.jwks_uri.clone(),
+                        config.jwks_fetch_timeout,
+                        config.jwks_unknown_kid_cooldown,
+                    )
+                    .map_err(|error| AuthError::Internal(format!("cannot build the HTTP client: {error}")))?,
+                );
+                let initial = tokio::time::timeout(config.jwks_fetch_timeout, keys.refresh()).await;
+                let initial_failed = !matches!(initial, Ok(Ok(_)));
+                if initial_failed {
+                    tracing::warn!(
+                        %issuer,
+                        "the issuer's signing keys could not be fetched at startup; requests are refused until \
+                         they arrive (retrying in the background)"
+                    );
+                }
+                let task = spawn_refresh(&keys, config.jwks_refresh_interval, initial_failed);
+                let algorithms = config.parsed_algorithms();
+                let mut validation = Validation::new(Algorithm::RS256);
+                validation.leeway = config.leeway.as_secs();
+                validation.validate_nbf = true;
+                validation.set_issuer(&[issuer]);
+                match &config.audience {
+                    Some(audience) => {
+                        validation.set_audience(&[audience]);
+                        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                    }
+                    None => {
+                        // Development or staging against a real issuer without an audience;
+                        // `production_problems` refuses this outside development.
+                        validation.validate_aud = false;
+                        validation.set_required_spec_claims(&["exp", "iss"]);
+                    }
+                }
+                (Mode::Oidc(Box::new(Oidc { keys, algorithms, validation })), Some(task))
+            }
+            None => {
+                check_dev_mode(config, is_development)?;
+                tracing::warn!("auth.issuer is not set: accepting development tokens (HS256, `palisade token`)");
+                (Mode::Development(Box::new(DevKeys::new(config))), None)
+            }
+        };
+        let revocations = match redis {
+            Some(redis) => {
+                metrics.redis_errors_total.with_label_values(&["revocation"]);
+                RevocationStore::Redis(redis)
+            }
+            None => RevocationStore::Memory(MemoryRevocations::new(MEMORY_CAPACITY)),
+        };
+        Ok(Arc::new(Self {
+            mode,
+            tenant_claim: config.tenant_claim.clone(),
+            leeway: config.leeway,
+            revocations,
+            failure_mode: config.revocation_failure_mode,
+            metrics,
+            refresh_task,
+            last_open_warning: Mutex::new(None),
+        }))
+    }
+
+    /// Verifies `token` (signature, algorithm, issuer, audience, times) and checks that it has not
+    /// been revoked. Failures are counted in `auth_failures_total`.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let result = match self.verify_token(token).await {
+            Ok(context) => self.check_revocation(context).await,
+            Err(error) => Err(error),
+        };
+        self.counted(result)
+    }
+
+    /// [`Self::authenticate`] for a request's headers: reads `Authorization: Bearer <token>`
+    /// (the scheme is case-insensitive).
+    pub async fn authenticate_headers(&self, headers: &HeaderMap) -> Result<AuthContext, AuthError> {
+        match bearer_token(headers) {
+            Ok(token) => self.authenticate(token).await,
+            Err(error) => self.counted(Err(error)),
+        }
+    }
+
+    /// Verifies `token` like [`Self::authenticate`] but without the revocation check: for
+    /// revoking a token that may already be revoked.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let result = self.verify_token(token).await;
+        self.counted(result)
+    }
+
+    /// Revokes the token with id `jti` until it expires at `expires_at`; every replica sharing the
+    /// Redis refuses it from then on. Fails (503) rather than pretend when the list cannot be
+    /// written, whatever `revocation_failure_mode` says.
+    pub async fn revoke(&self, jti: &str, expires_at: OffsetDateTime) -> Result<(), AuthError> {
+        if jti.is_empty() {
+            return Err(AuthError::NotRevocable);
+        }
+        // The token stays acceptable for `leeway` after its exp, so the entry must outlive it.
+        let until = expires_at + self.leeway;
+        match self.revocations.revoke(jti, until).await {
+            Ok(()) => {
+                tracing::info!("access token revoked");
+                Ok(())
+            }
+            Err(StoreFailure::Full) => Err(AuthError::RevocationListFull),
+            Err(StoreFailure::Redis(error)) => {
+                tracing::error!(%error, "a token revocation could not be stored");
+                Err(AuthError::RevocationUnavailable)
+            }
+        }
+    }
+
+    /// Revokes the token an [`AuthContext`] came from (`POST /api/v1/auth/revoke`).
+    pub async fn revoke_context(&self, context: &AuthContext) -> Result<(), AuthError> {
+        let jti = context.jti.as_deref().ok_or(AuthError::NotRevocable)?;
+        self.revoke(jti, context.expires_at).await
+    }
+
+    /// Mints a development token with this authenticator's secret and claims (development mode
+    /// only); the CLI uses [`crate::mint_dev_token`], which needs no authenticator.
+    pub fn mint_dev_token(&self, request: &DevTokenRequest) -> Result<String, AuthError> {
+        match &self.mode {
+            Mode::Development(keys) => keys.mint(request),
+            Mode::Oidc(_) => {
+                Err(AuthError::DevTokensDisabled("auth.issuer is set, so only the issuer's tokens are accepted"))
+            }
+        }
+    }
+
+    /// Whether tokens are verified against an OpenID Connect issuer (else: development tokens).
+    pub fn is_oidc(&self) -> bool {
+        matches!(self.mode, Mode::Oidc(_))
+    }
+
+    /// How many of the issuer's signing keys are cached (0 until the first successful fetch;
+    /// always 0 in development mode).
+    pub fn signing_key_count(&self) -> usize {
+        match &self.mode {
+            Mode::Oidc(oidc) => oidc.keys.key_count(),
+            Mode::Development(_) => 0,
+        }
+    }
+
+    fn counted(&self, result: Result<AuthContext, AuthError>) -> Result<AuthContext, AuthError> {
+        match result {
+            Ok(context) => Ok(context.with_scope_counter(
+                self.metrics.auth_failures_total.with_label_values(&[FailureReason::InsufficientScope.as_str()]),
+            )),
+            Err(error) => {
+                if let Some(reason) = error.reason() {
+                    self.metrics.auth_failures_total.with_label_values(&[reason.as_str()]).inc();
+                    tracing::debug!(reason = reason.as_str(), "authentication refused");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let header = RawHeader::parse(token)?;
+        let data = match &self.mode {
+            Mode::Development(keys) => {
+                header.algorithm(&[Algorithm::HS256])?;
+                jsonwebtoken::decode::<Claims>(token, &keys.decoding, &keys.validation)
+            }
+            Mode::Oidc(oidc) => {
+                let algorithm = header.algorithm(&oidc.algorithms)?;
+                if algorithm.family() == AlgorithmFamily::Hmac {
+                    return Err(AuthError::DisallowedAlgorithm(
+                        "HMAC-signed access tokens are refused: the issuer signs with a private key.".to_owned(),
+                    ));
+                }
+                let kid = header.kid.as_deref().filter(|kid| !kid.is_empty()).ok_or(AuthError::MissingKeyId)?;
+                let key = oidc.keys.key(kid).await?;
+                if !key.accepts(algorithm) {
+                    return Err(AuthError::DisallowedAlgorithm(
+                        "The access token's algorithm does not match the key it names.".to_owned(),
+                    ));
+                }
+                let mut validation = oidc.validation.clone();
+                validation.algorithms = vec![algorithm];
+                jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            }
+        };
+        data.map_err(|error| from_jwt_error(&error))?.claims.into_context(&self.tenant_claim)
+    }
+
+    async fn check_revocation(&self, context: AuthContext) -> Result<AuthContext, AuthError> {
+        let Some(jti) = context.jti.as_deref() else {
+            return Ok(context);
+        };
+        match self.revocations.is_revoked(jti).await {
+            Ok(false) => Ok(context),
+            Ok(true) => Err(AuthError::Revoked),
+            Err(error) => match self.failure_mode {
+                RevocationFailureMode::Closed => {
+                    tracing::error!(%error, "token revocation cannot be checked; refusing the request (closed mode)");
+                    Err(AuthError::RevocationUnavailable)
+                }
+                RevocationFailureMode::Open => {
+                    // `Redis::run` already counted the error in redis_errors_total{operation="revocation"}.
+                    self.warn_open(&error);
+                    Ok(context)
+                }
+            },
+        }
+    }
+
+    fn warn_open(&self, error: &StoreFailure) {
+        let mut last = self.last_open_warning.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= OPEN_WARNING_INTERVAL) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                %error,
+                "token revocation cannot be checked; letting requests through (open mode, see ADR 0002)"
+            );
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(if headers.contains_key(header::AUTHORIZATION) {
+            AuthError::Malformed("the request has more than one Authorization header")
+        } else {
+            AuthError::MissingToken
+        });
+    };
+    let value = value.to_str().map_err(|_| AuthError::Malformed("the Authorization header is not ASCII"))?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::NotBearer);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER   abc "] {
+            assert_eq!(bearer_token(&headers(&[value])).ok(), Some("abc"), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_missing_empty_or_foreign_authorization_is_refused() {
+        assert!(matches!(bearer_token(&headers(&[])), Err(AuthError::MissingToken)));
+        assert!(matches!(bearer_token(&headers(&["Bearer "])), Err(AuthError::MissingToken)));
+        assert!(matches!(bearer_token(&headers(&["Basic dXNlcjpwYXNz"])), Err(AuthError::NotBearer)));
+        assert!(matches!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Err(AuthError::Malformed(_))));
+    }
+}
