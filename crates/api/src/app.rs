@@ -3,8 +3,13 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
+use palisade_auth::{AuthError, Authenticator};
 use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
+use palisade_tenancy::{
+    RequestMeta, Tenancy, TenancyError, audit,
+    tenants::{self, TenantDirectory},
+};
 use tokio::net::TcpListener;
 
 use crate::{AppState, Settings, middleware, routes};
@@ -21,6 +26,10 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("authentication setup failed: {0}")]
+    Auth(AuthError),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -66,8 +75,22 @@ impl Application {
             checks.push(Arc::new(RedisCheck(redis.clone())));
         }
         let readiness = Readiness::new(settings.readiness.clone(), checks);
+        let auth =
+            Authenticator::new(&settings.auth, settings.environment.is_development(), metrics.clone(), redis.clone())
+                .await
+                .map_err(|error| match error {
+                    AuthError::Config(problems) => StartupError::Config(problems),
+                    other => StartupError::Auth(other),
+                })?;
+        let tenancy = Tenancy {
+            config: Arc::new(settings.tenancy.clone()),
+            directory: TenantDirectory::new(db.clone(), &settings.tenancy),
+        };
+        if settings.environment.is_development() && settings.tenancy.seed_demo_tenant {
+            seed_demo_tenant(&db).await?;
+        }
         let addr = settings.server.addr;
-        let state = AppState { settings: Arc::new(settings), metrics, readiness, db, redis };
+        let state = AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy };
         let router = router_with(state.clone(), extra);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self { listener, router, state })
@@ -115,6 +138,29 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 
 fn build_info() -> BuildInfo {
     BuildInfo { version: env!("CARGO_PKG_VERSION"), git_sha: option_env!("PALISADE_GIT_SHA").unwrap_or("unknown") }
+}
+
+/// The `demo` tenant of development, so `palisade token --tenant demo` works on a fresh clone.
+pub const DEMO_TENANT: &str = "demo";
+
+async fn seed_demo_tenant(db: &Database) -> Result<(), StartupError> {
+    let mut tx = db.begin().await?;
+    match tenants::create(&mut tx, DEMO_TENANT, "Demo").await {
+        Ok(tenant) => {
+            palisade_tenancy::session::bind_tenant(&mut tx, tenant.id).await?;
+            let change = audit::Change {
+                action: "tenant.created",
+                resource_type: "tenant",
+                resource_id: &tenant.id.to_string(),
+            };
+            audit::record(&mut tx, tenant.id, "system", change, &RequestMeta::default()).await?;
+            tx.commit().await?;
+            tracing::info!("created the demo tenant");
+        }
+        Err(TenancyError::SlugTaken(_)) => tx.rollback().await?,
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
 }
 
 async fn keep_redis_up_current(redis: Redis) {

@@ -3,6 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use palisade_auth::{DevTokenRequest, mint_dev_token};
 use palisade_ops::{server::shutdown_signal, telemetry};
 use palisade_store::Database;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +35,21 @@ enum Command {
         /// Defaults to /health on the configured listen address.
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Print a development access token (development only; refused elsewhere).
+    Token {
+        /// The tenant claim: a tenant slug (`demo` exists in development) or uuid.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The subject (user id at the issuer).
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated scopes, e.g. todos:read,todos:write.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
     },
 }
 
@@ -68,6 +84,9 @@ async fn run(command: Command) -> ExitCode {
         Command::Migrate => migrate(settings).await,
         Command::Config { command: ConfigCommand::Check } => config_check(&settings),
         Command::Healthcheck { url } => healthcheck(&settings, url).await,
+        Command::Token { tenant, sub, scopes, ttl } => {
+            token(&settings, DevTokenRequest { subject: sub, tenant, scopes, ttl })
+        }
     }
 }
 
@@ -128,6 +147,21 @@ async fn migrate(settings: Settings) -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout, reason = "the token is the command's output")]
+fn token(settings: &Settings, request: DevTokenRequest) -> ExitCode {
+    match mint_dev_token(&settings.auth, settings.environment.is_development(), &request) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("palisade: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "printing the configuration is the command's purpose")]
 fn config_check(settings: &Settings) -> ExitCode {
     print!("{}", settings.to_redacted_toml());
     let problems = settings.problems();

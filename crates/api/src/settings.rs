@@ -4,8 +4,10 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
+use palisade_auth::AuthConfig;
 use palisade_ops::{ReadinessConfig, ServerConfig, telemetry::LogConfig};
 use palisade_store::{Backend, DatabaseConfig, RedisConfig};
+use palisade_tenancy::TenancyConfig;
 use serde::{Deserialize, Serialize};
 
 /// Where the process runs. Anything but `development` is treated as production: insecure
@@ -43,6 +45,8 @@ pub struct Settings {
     pub redis: RedisConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub tenancy: TenancyConfig,
 }
 
 /// Settings could not be read or parsed.
@@ -118,10 +122,12 @@ impl Settings {
                 None
             }
         };
+        problems.extend(self.auth.problems());
         if self.environment.is_development() {
             return problems;
         }
         let env = self.environment.as_str();
+        problems.extend(self.auth.production_problems());
         if backend == Some(Backend::Sqlite) && !self.database.allow_sqlite_in_production {
             problems.push(format!(
                 "database.url is SQLite in {env}: use PostgreSQL (DATABASE_URL=postgres://…) or set \

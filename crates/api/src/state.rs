@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use palisade_auth::Authenticator;
 use palisade_ops::{Metrics, Readiness};
 use palisade_store::{Database, Redis};
+use palisade_tenancy::Tenancy;
 
 use crate::Settings;
 
@@ -15,4 +17,6 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub db: Database,
     pub redis: Option<Redis>,
+    pub auth: Arc<Authenticator>,
+    pub tenancy: Tenancy,
 }

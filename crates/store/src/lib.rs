@@ -3,8 +3,10 @@
 
 pub mod database;
 pub mod error;
+pub mod page;
 pub mod redis;
 
 pub use database::{Backend, Database, DatabaseConfig, Tx};
 pub use error::StoreError;
+pub use page::{Page, PageError, PageRequest};
 pub use redis::{Redis, RedisConfig};

@@ -1,1 +1,23 @@
-//! placeholder
+//! Tenant isolation. Tenants and their resolution from a request, the tenant-scoped database
+//! session every tenant query runs in (with PostgreSQL row-level security keyed on
+//! `app.tenant_id`), users provisioned per tenant, and the audit log.
+//!
+//! The rule that keeps tenants apart even when a handler has a bug: every repository function
+//! takes the tenant explicitly, and on PostgreSQL the session's `app.tenant_id` makes rows of
+//! any other tenant invisible and unwritable regardless of the SQL.
+
+pub mod audit;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod resolve;
+pub mod session;
+pub mod tenants;
+pub mod users;
+
+pub use config::{TenancyConfig, TenantSource};
+pub use context::{RequestMeta, Tenancy, TenantContext};
+pub use error::TenancyError;
+pub use session::TenantSession;
+pub use tenants::{Tenant, TenantStatus};
+pub use users::{User, UserRole};

@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a request's tenant can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantSource {
+    /// The token's tenant claim (`auth.tenant_claim`).
+    Claim,
+    /// The `X-Tenant-ID` header: a slug or a uuid.
+    Header,
+    /// The subdomain of `tenancy.base_domain` in the `Host` header.
+    Subdomain,
+}
+
+/// The `[tenancy]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    /// Sources consulted, in order; the first present one names the tenant and every other present
+    /// one must agree (403 otherwise). Sources not listed are ignored.
+    pub resolution_order: Vec<TenantSource>,
+    /// With `acme.example.com` as base domain, `t1.acme.example.com` names tenant `t1`.
+    pub base_domain: Option<String>,
+    /// How long a tenant lookup is reused. A suspension takes effect on other replicas within this.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most tenants (and unknown names) kept in the lookup cache.
+    pub cache_capacity: u64,
+    /// Create the `demo` tenant at startup in development, so `palisade token --tenant demo` works.
+    pub seed_demo_tenant: bool,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        Self {
+            resolution_order: vec![TenantSource::Claim, TenantSource::Header, TenantSource::Subdomain],
+            base_domain: None,
+            cache_ttl: Duration::from_secs(30),
+            cache_capacity: 10_000,
+            seed_demo_tenant: true,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The `TenantContext` extractor: authenticated caller, resolved tenant, provisioned user, and
+//! an open tenant-scoped session, in one value a handler takes.
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    extract::{ConnectInfo, FromRef, FromRequestParts},
+    http::request::Parts,
+};
+use palisade_auth::{AuthContext, Authenticator, scopes};
+use palisade_ops::{Problem, RequestId};
+
+use crate::{
+    TenancyConfig, TenancyError, TenantSession,
+    audit::{self, Change},
+    resolve::{self, Candidates},
+    tenants::{Tenant, TenantDirectory},
+    users::{self, User, UserRole},
+};
+
+/// Tenancy's share of the application state.
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pub config: Arc<TenancyConfig>,
+    pub directory: TenantDirectory,
+}
+
+/// Who asked and from where, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The client address middleware (the edge's trusted-proxy logic) leaves in request extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+impl RequestMeta {
+    pub fn from_parts(parts: &Parts) -> Self {
+        let client_ip = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|c| c.0)
+            .or_else(|| parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()));
+        Self { request_id: parts.extensions.get::<RequestId>().map(|r| r.as_str().to_owned()), client_ip }
+    }
+}
+
+/// Everything a tenant-scoped handler needs. Its `session` is a transaction with the tenant
+/// bound; commit it to keep writes (dropping it rolls back).
+#[derive(Debug)]
+pub struct TenantContext {
+    pub tenant: Arc<Tenant>,
+    pub auth: AuthContext,
+    pub user: User,
+    pub session: TenantSession,
+    pub meta: RequestMeta,
+}
+
+impl TenantContext {
+    pub fn tenant_id(&self) -> uuid::Uuid {
+        self.tenant.id
+    }
+
+    /// Tenant admins hold the `tenant:admin` scope or the `admin` role in the tenant.
+    pub fn require_tenant_admin(&self) -> Result<(), Problem> {
+        if self.user.role == UserRole::Admin {
+            return Ok(());
+        }
+        self.auth.require_scope(scopes::TENANT_ADMIN).map_err(Problem::from)
+    }
+
+    /// Appends an audit event for a change made in this session, acting as the caller.
+    pub async fn audit(&mut self, change: Change<'_>) -> Result<(), TenancyError> {
+        audit::record(self.session.tx(), self.tenant.id, &self.auth.subject, change, &self.meta).await
+    }
+}
+
+impl<S> FromRequestParts<S> for TenantContext
+where
+    S: Send + Sync,
+    Tenancy: FromRef<S>,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = AuthContext::from_request_parts(parts, state).await.map_err(Problem::from)?;
+        let tenancy = Tenancy::from_ref(state);
+        let header = parts.headers.get("x-tenant-id").map(|v| resolve::parse_header(v.as_bytes())).transpose()?;
+        let subdomain = tenancy.config.base_domain.as_deref().and_then(|base| {
+            let host = parts.headers.get(axum::http::header::HOST)?.to_str().ok()?;
+            resolve::subdomain(host, base)
+        });
+        let candidates = Candidates { claim: auth.tenant.clone(), header, subdomain };
+        let platform_admin = auth.has_scope(scopes::PLATFORM_ADMIN);
+        let tenant = resolve::resolve(&tenancy.config, &candidates, &tenancy.directory, platform_admin).await?;
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        let meta = RequestMeta::from_parts(parts);
+        let db = tenancy.directory.db();
+        let mut session = TenantSession::begin(db, tenant.id).await?;
+        let (user, created) = users::provision(session.tx(), tenant.id, &auth.subject).await?;
+        if created {
+            // Provisioning must survive a read-only request that never commits its session.
+            let change =
+                Change { action: "user.provisioned", resource_type: "user", resource_id: &user.id.to_string() };
+            audit::record(session.tx(), tenant.id, &auth.subject, change, &meta).await?;
+            session.commit().await?;
+            session = TenantSession::begin(db, tenant.id).await?;
+        }
+        Ok(Self { tenant, auth, user, session, meta })
+    }
+}

@@ -1,0 +1,74 @@
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use palisade_ops::Problem;
+use palisade_store::{PageError, StoreError};
+
+/// Why a request could not be placed in a tenant, or a tenant operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("no tenant: use a token with a tenant claim, or send X-Tenant-ID")]
+    TenantRequired,
+    #[error("X-Tenant-ID must be a tenant slug or uuid")]
+    MalformedTenantHeader,
+    #[error("tenant {0:?} does not exist")]
+    TenantNotFound(String),
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    #[error("the tenant named by the {0} disagrees with the one named by the {1}")]
+    TenantMismatch(&'static str, &'static str),
+    #[error("the token is not bound to a tenant; only platform admins may choose one")]
+    NotBoundToTenant,
+    #[error("slug {0:?} is already taken")]
+    SlugTaken(String),
+    #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for TenancyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+impl From<TenancyError> for Problem {
+    fn from(error: TenancyError) -> Self {
+        let detail = error.to_string();
+        match error {
+            TenancyError::TenantRequired => {
+                Problem::new(StatusCode::BAD_REQUEST, "tenant-required", "Tenant required", detail)
+            }
+            TenancyError::MalformedTenantHeader => Problem::bad_request(detail),
+            TenancyError::TenantNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "tenant-not-found", "Unknown tenant", detail)
+            }
+            TenancyError::TenantSuspended => {
+                Problem::new(StatusCode::FORBIDDEN, "tenant-suspended", "Tenant suspended", detail)
+            }
+            TenancyError::TenantMismatch(..) | TenancyError::NotBoundToTenant => {
+                Problem::new(StatusCode::FORBIDDEN, "tenant-mismatch", "Tenant not allowed", detail)
+            }
+            TenancyError::SlugTaken(_) => Problem::conflict(detail),
+            TenancyError::Page(page) => {
+                Problem::new(StatusCode::BAD_REQUEST, "bad-page", "Bad page request", page.to_string())
+            }
+            TenancyError::Store(StoreError::PoolTimeout) => {
+                tracing::warn!("database pool exhausted");
+                Problem::unavailable("The database is busy; retry shortly.")
+            }
+            TenancyError::Store(error) => {
+                tracing::error!(%error, "storage failure");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for TenancyError {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
+    }
+}

@@ -1,0 +1,190 @@
+//! Tenants: the platform-wide table (not row-level secured: a tenant must be found before one is
+//! known) and its repository functions, plus the lookup cache used on every request.
+
+use std::sync::Arc;
+
+use moka::future::Cache;
+use palisade_store::{Database, Page, PageRequest, Tx, on_tx};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{TenancyConfig, TenancyError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub status: TenantStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: Uuid,
+    slug: String,
+    name: String,
+    status: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(row: TenantRow) -> Self {
+        Self {
+            id: row.id,
+            slug: row.slug,
+            name: row.name,
+            status: if row.status == "active" { TenantStatus::Active } else { TenantStatus::Suspended },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, slug, name, status, created_at, updated_at";
+
+/// A slug is a DNS label (it may be a subdomain): 1–63 lowercase letters, digits and inner hyphens.
+pub fn is_valid_slug(slug: &str) -> bool {
+    let bytes = slug.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+}
+
+pub async fn create(tx: &mut Tx, slug: &str, name: &str) -> Result<Tenant, TenancyError> {
+    let now = OffsetDateTime::now_utc();
+    let sql = format!(
+        "INSERT INTO tenants (id, slug, name, status, created_at, updated_at) VALUES ($1, $2, $3, 'active', $4, $4) \
+         ON CONFLICT (slug) DO NOTHING RETURNING {COLUMNS}"
+    );
+    let row: Option<TenantRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(Uuid::now_v7())
+        .bind(slug)
+        .bind(name)
+        .bind(now)
+        .fetch_optional(conn)
+        .await)?;
+    row.map(Tenant::from).ok_or_else(|| TenancyError::SlugTaken(slug.to_owned()))
+}
+
+pub async fn by_id(tx: &mut Tx, id: Uuid) -> Result<Option<Tenant>, TenancyError> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1");
+    let row: Option<TenantRow> =
+        on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await)?;
+    Ok(row.map(Tenant::from))
+}
+
+pub async fn by_slug(tx: &mut Tx, slug: &str) -> Result<Option<Tenant>, TenancyError> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1");
+    let row: Option<TenantRow> =
+        on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(slug).fetch_optional(conn).await)?;
+    Ok(row.map(Tenant::from))
+}
+
+pub async fn list(tx: &mut Tx, page: &PageRequest) -> Result<Page<Tenant>, TenancyError> {
+    let (limit, after) = page.parse()?;
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2");
+    let rows: Vec<TenantRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(conn)
+        .await)?;
+    Ok(Page::from_rows(rows.into_iter().map(Tenant::from).collect(), limit, |t| t.id))
+}
+
+/// Sets the status; `None` when there is no such tenant.
+pub async fn set_status(tx: &mut Tx, id: Uuid, status: TenantStatus) -> Result<Option<Tenant>, TenancyError> {
+    let sql = format!("UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 RETURNING {COLUMNS}");
+    let row: Option<TenantRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(status.as_str())
+        .bind(OffsetDateTime::now_utc())
+        .bind(id)
+        .fetch_optional(conn)
+        .await)?;
+    Ok(row.map(Tenant::from))
+}
+
+/// Tenant lookups by slug or id, cached (including misses, so a flood of made-up names costs one
+/// query each per TTL rather than one per request).
+#[derive(Clone)]
+pub struct TenantDirectory {
+    db: Database,
+    cache: Cache<String, Option<Arc<Tenant>>>,
+}
+
+impl std::fmt::Debug for TenantDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantDirectory").field("entries", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl TenantDirectory {
+    pub fn new(db: Database, config: &TenancyConfig) -> Self {
+        let cache = Cache::builder().max_capacity(config.cache_capacity).time_to_live(config.cache_ttl).build();
+        Self { db, cache }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Finds a tenant by uuid or slug.
+    pub async fn find(&self, name: &str) -> Result<Option<Arc<Tenant>>, TenancyError> {
+        if let Some(hit) = self.cache.get(name).await {
+            return Ok(hit);
+        }
+        let mut tx = self.db.begin().await?;
+        let found = match Uuid::parse_str(name) {
+            Ok(id) => by_id(&mut tx, id).await?,
+            Err(_) => by_slug(&mut tx, name).await?,
+        };
+        tx.commit().await?;
+        let found = found.map(Arc::new);
+        self.cache.insert(name.to_owned(), found.clone()).await;
+        Ok(found)
+    }
+
+    /// Forgets what this instance cached about `tenant` (after a status change or creation).
+    pub async fn forget(&self, tenant: &Tenant) {
+        self.cache.invalidate(&tenant.slug).await;
+        self.cache.invalidate(&tenant.id.to_string()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        for ok in ["demo", "acme-corp", "a", "t1"] {
+            assert!(is_valid_slug(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Acme", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_valid_slug(bad), "{bad}");
+        }
+    }
+}
