@@ -76,4 +76,4 @@ GRANT SELECT, INSERT, UPDATE ON users TO palisade_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON todos TO palisade_app;
 -- The audit log is append-only for the server.
 GRANT SELECT, INSERT ON audit_events TO palisade_app;
-GRANT SELECT, INSERT, DELETE ON idempotency_keys TO palisade_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO palisade_app;

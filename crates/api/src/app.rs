@@ -4,7 +4,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use palisade_auth::{AuthError, Authenticator};
-use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, serve};
+use palisade_edge::{Edge, RateLimiter};
+use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, sentry::Sentry, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
 use palisade_tenancy::{
     RequestMeta, Tenancy, TenancyError, audit,
@@ -40,6 +41,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    sentry: Option<Sentry>,
 }
 
 impl Application {
@@ -89,11 +91,18 @@ impl Application {
         if settings.environment.is_development() && settings.tenancy.seed_demo_tenant {
             seed_demo_tenant(&db).await?;
         }
+        let sentry = Sentry::from_config(&settings.sentry, &settings.service_info())
+            .map_err(|error| StartupError::Config(vec![error.to_string()]))?;
+        let edge = Edge::build(&settings.security_headers, &settings.cors, &settings.client_ip, &settings.compression)
+            .map_err(StartupError::Config)?;
+        let rate_limiter =
+            RateLimiter::new(&settings.rate_limit, redis.clone(), metrics.clone()).map_err(StartupError::Config)?;
         let addr = settings.server.addr;
-        let state = AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy };
-        let router = router_with(state.clone(), extra);
+        let state =
+            AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy, edge, rate_limiter };
+        let router = assemble(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Self { listener, router, state })
+        Ok(Self { listener, router, state, sentry })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -104,12 +113,17 @@ impl Application {
         &self.state
     }
 
+    /// The Sentry client, when `sentry.dsn` is set.
+    pub fn sentry(&self) -> Option<&Sentry> {
+        self.sentry.as_ref()
+    }
+
     /// Serves until `shutdown` resolves, drains, then closes the pools.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send,
     {
-        let Self { listener, router, state } = self;
+        let Self { listener, router, state, sentry } = self;
         tracing::info!(addr = %listener.local_addr()?, environment = state.settings.environment.as_str(), "listening");
         let pinger = state.redis.clone().map(|redis| tokio::spawn(keep_redis_up_current(redis)));
         let result = serve(listener, router, &state.settings.server, state.readiness.clone(), shutdown).await;
@@ -117,6 +131,9 @@ impl Application {
             pinger.abort();
         }
         state.db.close().await;
+        if let Some(sentry) = sentry {
+            sentry.close().await;
+        }
         tracing::info!("stopped");
         result
     }
@@ -130,10 +147,19 @@ pub fn build_router(state: AppState) -> Router {
 /// As [`build_router`], with `extra` routes merged in before the middleware is applied.
 /// Tests use it to mount routes that exercise the stack (a panicking handler, a slow one).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let sentry = Sentry::from_config(&state.settings.sentry, &state.settings.service_info()).unwrap_or_else(|error| {
+        tracing::warn!(%error, "Sentry reporting is off");
+        None
+    });
+    assemble(state, extra, sentry)
+}
+
+fn assemble(state: AppState, extra: Router<AppState>, sentry: Option<Sentry>) -> Router {
     let metrics = state.metrics.clone();
     let server = state.settings.server.clone();
-    let router = routes::router().merge(extra).fallback(routes::not_found).with_state(state);
-    middleware::apply(router, metrics, &server)
+    let (edge, rate_limiter) = (state.edge.clone(), state.rate_limiter.clone());
+    let router = routes::router().merge(extra).fallback(routes::fallback).with_state(state);
+    middleware::apply(router, metrics, &server, sentry, &edge, rate_limiter)
 }
 
 fn build_info() -> BuildInfo {

@@ -90,14 +90,22 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) {
-    let format =
+/// Logs, plus OpenTelemetry and Sentry's tracing layers when configured. Keep the guard until the
+/// process is done: dropping it flushes the spans still buffered.
+fn init_logging(settings: &Settings) -> telemetry::TelemetryGuard {
+    let default_format =
         if settings.environment.is_development() { telemetry::LogFormat::Pretty } else { telemetry::LogFormat::Json };
-    telemetry::init(&settings.log, format);
+    telemetry::init(&telemetry::TelemetryOptions {
+        log: &settings.log,
+        default_format,
+        telemetry: &settings.telemetry,
+        service: &settings.service_info(),
+        sentry: settings.sentry.enabled(),
+    })
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    init_logging(&settings);
+    let _telemetry = init_logging(&settings);
     let application = match Application::build(settings).await {
         Ok(application) => application,
         Err(error @ StartupError::Config(_)) => {
@@ -110,6 +118,9 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(sentry) = application.sentry() {
+        sentry.bind_to_process();
+    }
     match application.run_until(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -120,7 +131,7 @@ async fn serve(settings: Settings) -> ExitCode {
 }
 
 async fn migrate(settings: Settings) -> ExitCode {
-    init_logging(&settings);
+    let _telemetry = init_logging(&settings);
     let metrics = match palisade_ops::Metrics::new(palisade_ops::metrics::BuildInfo { version: "", git_sha: "" }) {
         Ok(metrics) => metrics,
         Err(error) => {

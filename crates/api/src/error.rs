@@ -4,6 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use palisade_ops::Problem;
 use palisade_store::StoreError;
+use palisade_tenancy::TenancyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -12,6 +13,8 @@ pub enum ApiError {
     Problem(Problem),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
 }
 
 impl From<Problem> for ApiError {
@@ -24,14 +27,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Problem(problem) => problem.into_response(),
-            Self::Store(StoreError::PoolTimeout) => {
-                tracing::warn!("database pool exhausted");
-                Problem::unavailable("The database is busy; retry shortly.").into_response()
-            }
-            Self::Store(error) => {
-                tracing::error!(error = %error, "storage failure");
-                Problem::internal().into_response()
-            }
+            Self::Store(error) => TenancyError::Store(error).into_response(),
+            Self::Tenancy(error) => error.into_response(),
         }
     }
 }

@@ -28,6 +28,27 @@ where
     }
 }
 
+impl<T: DeserializeOwned + Validate> ValidatedJson<T> {
+    /// For handlers that also need the raw body (e.g. to fingerprint it for idempotency).
+    pub fn from_bytes(headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Self, Problem> {
+        let is_json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(rejection_problem(JsonRejection::MissingJsonContentType(Default::default())));
+        }
+        let Json(value) = Json::<T>::from_bytes(body).map_err(rejection_problem)?;
+        value.validate().map_err(|errors| Problem::validation(field_errors(&errors, "")))?;
+        Ok(Self(value))
+    }
+}
+
 fn rejection_problem(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => Problem::new(
@@ -49,8 +70,8 @@ fn rejection_problem(rejection: JsonRejection) -> Problem {
             let text = error.body_text();
             let message = text.trim_start_matches("Failed to deserialize the JSON body into the target type: ");
             let (field, message) = match message.split_once(": ") {
-                Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
-                _ => (String::new(), message.to_owned()),
+                Some((path, rest)) if !path.contains(' ') && !path.is_empty() => (path.to_owned(), rest.to_owned()),
+                _ => (named_field(message).unwrap_or_default(), message.to_owned()),
             };
             Problem::validation(vec![FieldError { field, message }])
         }
@@ -62,6 +83,12 @@ fn rejection_problem(rejection: JsonRejection) -> Problem {
         ),
         other => Problem::bad_request(other.body_text()),
     }
+}
+
+/// The field serde names in "missing field `title`" or "unknown field `titel`, expected …".
+fn named_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `").or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split_once('`').map(|(field, _)| field.to_owned())
 }
 
 /// Flattens validator's nested errors into `field.path: message` pairs.

@@ -5,10 +5,13 @@ pub mod app;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod todos;
 
 pub use app::{Application, StartupError, build_router};
 pub use settings::{Environment, Settings};

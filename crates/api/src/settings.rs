@@ -1,11 +1,17 @@
 //! Settings: every crate's section, assembled and layered as DESIGN.md fixes:
 //! built-in defaults < `config/default.toml` < `config/{environment}.toml` < environment variables
-//! (`PALISADE_<SECTION>__<KEY>`, plus the well-known `DATABASE_URL` and `REDIS_URL`).
+//! (`PALISADE_<SECTION>__<KEY>`, plus the well-known `DATABASE_URL`, `REDIS_URL`, `SENTRY_DSN` and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`).
 
 use std::{collections::HashMap, path::PathBuf};
 
 use palisade_auth::AuthConfig;
-use palisade_ops::{ReadinessConfig, ServerConfig, telemetry::LogConfig};
+use palisade_edge::{ClientIpConfig, CompressionConfig, CorsConfig, RateLimitConfig, SecurityHeadersConfig};
+use palisade_ops::{
+    ReadinessConfig, ServerConfig,
+    sentry::SentryConfig,
+    telemetry::{LogConfig, ServiceInfo, TelemetryConfig},
+};
 use palisade_store::{Backend, DatabaseConfig, RedisConfig};
 use palisade_tenancy::TenancyConfig;
 use serde::{Deserialize, Serialize};
@@ -45,8 +51,15 @@ pub struct Settings {
     pub redis: RedisConfig,
     pub readiness: ReadinessConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+    pub sentry: SentryConfig,
     pub auth: AuthConfig,
     pub tenancy: TenancyConfig,
+    pub security_headers: SecurityHeadersConfig,
+    pub cors: CorsConfig,
+    pub client_ip: ClientIpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub compression: CompressionConfig,
 }
 
 /// Settings could not be read or parsed.
@@ -56,7 +69,12 @@ pub struct LoadError(#[from] config::ConfigError);
 
 /// Env vars whose well-known names are honoured, and the keys they fill in. A
 /// `PALISADE_<SECTION>__<KEY>` variable for the same key wins.
-const WELL_KNOWN: &[(&str, &str)] = &[("DATABASE_URL", "database.url"), ("REDIS_URL", "redis.url")];
+const WELL_KNOWN: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("SENTRY_DSN", "sentry.dsn"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+];
 
 /// `PALISADE_ENVIRONMENT` and `PALISADE_<SECTION>__<KEY>` are settings; other `PALISADE_*`
 /// variables (`PALISADE_CONFIG_DIR`, the test harness's `PALISADE_TEST_*`) are not.
@@ -88,6 +106,7 @@ impl Settings {
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("cors.allowed_methods")
                     .with_list_parse_key("cors.allowed_headers")
+                    .with_list_parse_key("cors.exposed_headers")
                     .with_list_parse_key("client_ip.trusted_proxies")
                     .with_list_parse_key("auth.algorithms")
                     .with_list_parse_key("tenancy.resolution_order")
@@ -123,6 +142,13 @@ impl Settings {
             }
         };
         problems.extend(self.auth.problems());
+        problems.extend(self.telemetry.problems());
+        problems.extend(self.sentry.problems());
+        let production = !self.environment.is_development();
+        problems.extend(self.security_headers.problems());
+        problems.extend(self.cors.problems(production));
+        problems.extend(self.client_ip.problems(production));
+        problems.extend(self.rate_limit.problems(self.redis.url.is_some(), production));
         if self.environment.is_development() {
             return problems;
         }
@@ -141,6 +167,15 @@ impl Settings {
             ));
         }
         problems
+    }
+
+    /// The running service as telemetry and Sentry name it.
+    pub fn service_info(&self) -> ServiceInfo {
+        ServiceInfo {
+            name: self.telemetry.service_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            environment: self.environment.as_str().to_owned(),
+        }
     }
 
     /// Whether migrations run at startup (see `database.auto_migrate`).
@@ -223,5 +258,27 @@ mod tests {
         let settings = load(&[("DATABASE_URL", "postgres://app:hunter2@db/p"), ("REDIS_URL", "redis://:pw@c:6379")]);
         let printed = settings.to_redacted_toml();
         assert!(!printed.contains("hunter2") && !printed.contains(":pw@"), "{printed}");
+    }
+
+    #[test]
+    fn the_well_known_sentry_and_otlp_variables_are_read_and_the_dsn_is_never_printed() {
+        let settings = load(&[
+            ("SENTRY_DSN", "https://k3y@o1.ingest.sentry.io/42"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ]);
+        assert!(settings.sentry.enabled());
+        assert_eq!(settings.telemetry.endpoint(), Some("http://collector:4318"));
+        assert!(settings.problems().is_empty(), "{:?}", settings.problems());
+        let printed = settings.to_redacted_toml();
+        assert!(!printed.contains("k3y"), "{printed}");
+    }
+
+    #[test]
+    fn a_malformed_dsn_or_sampling_ratio_is_a_problem() {
+        let settings = load(&[("SENTRY_DSN", "not a dsn"), ("PALISADE_TELEMETRY__SAMPLING_RATIO", "2")]);
+        let problems = settings.problems();
+        assert!(problems.iter().any(|p| p.contains("sentry.dsn")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("sampling_ratio")), "{problems:?}");
+        assert!(!problems.iter().any(|p| p.contains("not a dsn")), "{problems:?}");
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use palisade_auth::Authenticator;
+use palisade_edge::{Edge, RateLimiter};
 use palisade_ops::{Metrics, Readiness};
 use palisade_store::{Database, Redis};
 use palisade_tenancy::Tenancy;
@@ -19,4 +20,8 @@ pub struct AppState {
     pub redis: Option<Redis>,
     pub auth: Arc<Authenticator>,
     pub tenancy: Tenancy,
+    /// Security headers, CORS, client IP resolution and compression, validated at startup.
+    pub edge: Edge,
+    /// Shared with the auth code, which applies the per-user policies once it knows the caller.
+    pub rate_limiter: RateLimiter,
 }

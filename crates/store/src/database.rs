@@ -212,10 +212,14 @@ impl Database {
     }
 
     /// Begins a transaction, counting pool exhaustion in `db_pool_acquire_timeouts_total`.
+    ///
+    /// SQLite transactions begin IMMEDIATE: a deferred one that reads and then writes fails with
+    /// SQLITE_BUSY (without waiting) when another connection wrote in between, which concurrent
+    /// requests would hit. Taking the write lock up front makes them queue on `busy_timeout`.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let result = match &self.pool {
             Pool::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
-            Pool::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Pool::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
         };
         result.map_err(|error| self.observe(error))
     }

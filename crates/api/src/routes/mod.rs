@@ -1,20 +1,54 @@
 //! Routes. Handlers are thin: they extract, call plain functions, and shape the response.
 
+pub(crate) mod audit;
+pub(crate) mod auth;
+pub mod conditional;
 mod health;
+pub(crate) mod tenants;
+pub(crate) mod todos;
+pub(crate) mod users;
 
-use axum::{Router, routing::get};
+use axum::{
+    Json, Router,
+    routing::{get, post},
+};
 use palisade_ops::Problem;
 
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
+    let api = Router::new()
+        .route("/auth/me", get(auth::me))
+        .route("/auth/revoke", post(auth::revoke))
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenants/{id}", get(tenants::get))
+        .route("/tenants/{id}/suspend", post(tenants::suspend))
+        .route("/tenants/{id}/reactivate", post(tenants::reactivate))
+        .route("/users", get(users::list))
+        .route("/users/me", get(users::me))
+        .route("/users/{id}", get(users::get).patch(users::update))
+        .route("/todos", get(todos::list).post(todos::create))
+        .route("/todos/{id}", get(todos::get).patch(todos::update).delete(todos::delete))
+        .route("/audit-events", get(audit::list))
+        .route("/openapi.json", get(openapi));
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .nest("/api/v1", api)
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }
 
 /// The fallback for paths no route matches.
-pub async fn not_found() -> Problem {
+pub async fn fallback() -> Problem {
     Problem::not_found("No resource at this path.")
+}
+
+/// 404 for a resource that does not exist *in this tenant*: another tenant's rows get the same
+/// answer, so existence is never leaked.
+pub fn not_found(kind: &str) -> Problem {
+    Problem::not_found(format!("No {kind} with this id."))
 }

@@ -80,6 +80,32 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.expect("request")
     }
 
+    /// A development token for `subject` in `tenant` (a slug or uuid) with `scopes`.
+    pub fn token(&self, tenant: Option<&str>, subject: &str, scopes: &[&str]) -> String {
+        let request = palisade_auth::DevTokenRequest {
+            subject: subject.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: Duration::from_secs(3600),
+        };
+        palisade_auth::mint_dev_token(&self.state.settings.auth, true, &request).expect("dev token")
+    }
+
+    /// Creates a tenant through the API as a platform admin; returns its JSON.
+    pub async fn create_tenant(&self, slug: &str) -> serde_json::Value {
+        let admin = self.token(None, "platform-operator", &["platform:admin"]);
+        let response = self
+            .client
+            .post(self.url("/api/v1/tenants"))
+            .bearer_auth(admin)
+            .json(&serde_json::json!({"slug": slug, "name": format!("Tenant {slug}")}))
+            .send()
+            .await
+            .expect("create tenant");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "creating tenant {slug}");
+        response.json().await.expect("tenant json")
+    }
+
     /// Starts graceful shutdown and waits for the server to stop.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

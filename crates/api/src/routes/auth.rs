@@ -1,0 +1,58 @@
+//! `/api/v1/auth`: who am I, and revoking tokens.
+
+use std::sync::Arc;
+
+use axum::{Json, body::Bytes, extract::State, http::StatusCode};
+use palisade_auth::{AuthContext, Authenticator};
+use palisade_ops::Problem;
+use palisade_tenancy::{TenantContext, audit::Change};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+
+/// A tenant admin revoking someone else's token names its `jti` (and, when known, its expiry so
+/// the revocation is remembered exactly as long as needed).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub jti: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// How long a revocation by `jti` alone is remembered: longer than any access token should live.
+const REVOKE_BY_JTI_FOR: time::Duration = time::Duration::days(1);
+
+/// The caller's identity as the token states it.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    responses((status = 200, body = crate::openapi::MeDoc), crate::openapi::ErrorResponses), security(("bearer" = [])))]
+pub async fn me(auth: AuthContext) -> Json<AuthContext> {
+    Json(auth)
+}
+
+/// Revoke the presented token (empty body) or, as a tenant admin, another token of the tenant by `jti`.
+#[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth", request_body(content = Option<RevokeRequest>),
+    responses((status = 204, description = "Revoked"), crate::openapi::ErrorResponses), security(("bearer" = [])))]
+pub async fn revoke(
+    State(authenticator): State<Arc<Authenticator>>,
+    mut ctx: TenantContext,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let (jti, expires_at) = if body.iter().all(u8::is_ascii_whitespace) {
+        let jti =
+            ctx.auth.jti.clone().ok_or_else(|| Problem::bad_request("This token has no jti and cannot be revoked."))?;
+        (jti, ctx.auth.expires_at)
+    } else {
+        ctx.require_tenant_admin()?;
+        let request: RevokeRequest = serde_json::from_slice(&body)
+            .map_err(|e| Problem::bad_request(format!("Expected {{\"jti\": \"…\"}}: {e}")))?;
+        let expires_at = request.expires_at.unwrap_or_else(|| OffsetDateTime::now_utc() + REVOKE_BY_JTI_FOR);
+        (request.jti, expires_at)
+    };
+    ctx.audit(Change { action: "token.revoked", resource_type: "token", resource_id: &jti }).await?;
+    authenticator.revoke(&jti, expires_at).await.map_err(Problem::from)?;
+    ctx.session.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

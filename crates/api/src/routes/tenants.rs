@@ -1,0 +1,179 @@
+//! `/api/v1/tenants`: platform administration (`platform:admin`).
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use palisade_auth::{AuthContext, scopes};
+use palisade_ops::Problem;
+use palisade_store::{Page, PageRequest};
+use palisade_tenancy::{
+    RequestMeta, Tenancy, TenantStatus,
+    audit::{self, Change},
+    session::bind_tenant,
+    tenants::{self, Tenant, is_valid_slug},
+};
+use serde::Deserialize;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::{AppState, error::ApiError, extract::ValidatedJson, routes::not_found};
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    /// A DNS label: 1–63 lowercase letters, digits and inner hyphens. Used in URLs and subdomains.
+    #[validate(custom(function = "slug", message = "must be 1-63 lowercase letters, digits and inner hyphens"))]
+    pub slug: String,
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    pub name: String,
+}
+
+fn slug(value: &str) -> Result<(), validator::ValidationError> {
+    if is_valid_slug(value) { Ok(()) } else { Err(validator::ValidationError::new("slug")) }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn require_platform_admin(auth: &AuthContext) -> Result<(), ApiError> {
+    auth.require_scope(scopes::PLATFORM_ADMIN).map_err(|e| Problem::from(e).into())
+}
+
+/// Create a tenant.
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    ValidatedJson(new): ValidatedJson<NewTenant>,
+) -> Result<Response, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let tenant = tenants::create(&mut tx, &new.slug, new.name.trim()).await?;
+    bind_tenant(&mut tx, tenant.id).await?;
+    let id = tenant.id.to_string();
+    audit::record(
+        &mut tx,
+        tenant.id,
+        &auth.subject,
+        Change { action: "tenant.created", resource_type: "tenant", resource_id: &id },
+        &meta.0,
+    )
+    .await?;
+    tx.commit().await?;
+    state.tenancy.directory.forget(&tenant).await;
+    let mut response = (StatusCode::CREATED, Json(&tenant)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tenants/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// List tenants.
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(ListQuery),
+    responses((status = 200, body = inline(crate::openapi::TenantPage)), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<Tenant>>, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let page = tenants::list(&mut tx, &PageRequest { limit: query.limit, cursor: query.cursor }).await?;
+    tx.commit().await?;
+    Ok(Json(page))
+}
+
+/// Fetch a tenant.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let tenant = tenants::by_id(&mut tx, id).await?;
+    tx.commit().await?;
+    tenant.map(Json).ok_or_else(|| not_found("tenant").into())
+}
+
+/// Suspend a tenant: its users get 403 until it is reactivated.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn suspend(
+    state: State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    id: Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    set_status(state, auth, meta, id, TenantStatus::Suspended).await
+}
+
+/// Reactivate a suspended tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn reactivate(
+    state: State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    id: Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    set_status(state, auth, meta, id, TenantStatus::Active).await
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    Path(id): Path<Uuid>,
+    status: TenantStatus,
+) -> Result<Json<Tenant>, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let Some(tenant) = tenants::set_status(&mut tx, id, status).await? else {
+        return Err(not_found("tenant").into());
+    };
+    bind_tenant(&mut tx, tenant.id).await?;
+    let action = if status == TenantStatus::Suspended { "tenant.suspended" } else { "tenant.reactivated" };
+    audit::record(
+        &mut tx,
+        tenant.id,
+        &auth.subject,
+        Change { action, resource_type: "tenant", resource_id: &id.to_string() },
+        &meta.0,
+    )
+    .await?;
+    tx.commit().await?;
+    forget(&state.tenancy, &tenant).await;
+    Ok(Json(tenant))
+}
+
+async fn forget(tenancy: &Tenancy, tenant: &Tenant) {
+    tenancy.directory.forget(tenant).await;
+}
+
+/// Request metadata as an extractor.
+#[derive(Debug)]
+pub struct Meta(pub RequestMeta);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Meta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(RequestMeta::from_parts(parts)))
+    }
+}

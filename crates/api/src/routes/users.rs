@@ -1,0 +1,72 @@
+//! `/api/v1/users`: the tenant's users. Listing and role changes need a tenant admin.
+
+use axum::{
+    Json,
+    extract::{Path, Query},
+};
+use palisade_store::{Page, PageRequest};
+use palisade_tenancy::{TenantContext, User, UserRole, audit::Change, users};
+use serde::Deserialize;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::{error::ApiError, extract::ValidatedJson, routes::not_found};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    #[schema(value_type = String, example = "admin")]
+    pub role: UserRole,
+}
+
+/// The caller, as a user of the tenant.
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
+    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses), security(("bearer" = [])))]
+pub async fn me(ctx: TenantContext) -> Json<User> {
+    Json(ctx.user)
+}
+
+/// List the tenant's users.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
+    responses((status = 200, body = inline(crate::openapi::UserPage)), crate::openapi::ErrorResponses),
+    security(("bearer" = ["tenant:admin"])))]
+pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<User>>, ApiError> {
+    ctx.require_tenant_admin()?;
+    let tenant_id = ctx.tenant_id();
+    Ok(Json(users::list(ctx.session.tx(), tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor }).await?))
+}
+
+/// Fetch one user of the tenant.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["tenant:admin"])))]
+pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<User>, ApiError> {
+    ctx.require_tenant_admin()?;
+    let tenant_id = ctx.tenant_id();
+    users::get(ctx.session.tx(), tenant_id, id).await?.map(Json).ok_or_else(|| not_found("user").into())
+}
+
+/// Change a user's role.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = RoleChange,
+    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses),
+    security(("bearer" = ["tenant:admin"])))]
+pub async fn update(
+    mut ctx: TenantContext,
+    Path(id): Path<Uuid>,
+    ValidatedJson(change): ValidatedJson<RoleChange>,
+) -> Result<Json<User>, ApiError> {
+    ctx.require_tenant_admin()?;
+    let tenant_id = ctx.tenant_id();
+    let Some(user) = users::set_role(ctx.session.tx(), tenant_id, id, change.role).await? else {
+        return Err(not_found("user").into());
+    };
+    ctx.audit(Change { action: "user.role_changed", resource_type: "user", resource_id: &id.to_string() }).await?;
+    ctx.session.commit().await?;
+    Ok(Json(user))
+}

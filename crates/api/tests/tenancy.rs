@@ -1,0 +1,477 @@
+//! Tenant isolation and the example resource, through the API, on both backends.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{Backend, TestApp, spawn_app};
+
+const RW: &[&str] = &["todos:read", "todos:write"];
+
+on_both_backends!(
+    the_demo_tenant_exists_from_the_first_start_in_development,
+    a_todo_goes_through_create_read_update_delete_with_etags,
+    another_tenant_gets_404_for_a_todo_on_read_update_and_delete,
+    another_tenants_rows_never_appear_in_a_list,
+    tenant_resolution_refuses_disagreement_unknown_malformed_and_unbound,
+    a_suspended_tenant_is_refused_until_reactivated,
+    lists_paginate_in_a_stable_order_and_filter_by_done,
+    todo_bodies_are_validated_with_field_errors,
+    of_two_patches_with_the_same_etag_exactly_one_succeeds,
+    an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refused,
+    every_write_appends_an_audit_event_visible_to_tenant_admins_newest_first,
+    an_audit_event_is_rolled_back_with_its_transaction,
+    scopes_guard_reads_writes_and_administration,
+    users_are_provisioned_on_first_request_and_managed_by_tenant_admins,
+    platform_admins_create_list_and_get_tenants,
+    a_revoked_token_is_refused,
+    the_openapi_document_covers_every_api_route,
+);
+
+async fn send(app: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+async fn create_todo(app: &TestApp, token: &str, title: &str) -> Value {
+    let response = send(app, Method::POST, "/api/v1/todos", token, Some(json!({"title": title}))).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
+async fn the_demo_tenant_exists_from_the_first_start_in_development(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "me", RW);
+    let todo = create_todo(&app, &token, "try palisade").await;
+    assert_eq!(todo["title"], "try palisade");
+    app.stop().await;
+}
+
+async fn a_todo_goes_through_create_read_update_delete_with_etags(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("acme").await;
+    let token = app.token(Some("acme"), "alice", RW);
+    let created = send(&app, Method::POST, "/api/v1/todos", &token, Some(json!({"title": "  write tests "}))).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let etag = created.headers()["etag"].to_str().unwrap().to_owned();
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let todo: Value = created.json().await.unwrap();
+    assert_eq!(todo["title"], "write tests");
+    assert_eq!(todo["done"], false);
+    assert!(todo["id"].is_string() && todo["created_by"].is_string());
+    assert_eq!(location, format!("/api/v1/todos/{}", todo["id"].as_str().unwrap()));
+
+    let read = send(&app, Method::GET, &location, &token, None).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()["etag"], etag.as_str());
+
+    let patched = app
+        .client
+        .patch(app.url(&location))
+        .bearer_auth(&token)
+        .header("if-match", &etag)
+        .json(&json!({"done": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let new_etag = patched.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    assert_eq!(patched.json::<Value>().await.unwrap()["done"], true);
+
+    for method in [Method::PATCH, Method::DELETE] {
+        let stale = app
+            .client
+            .request(method, app.url(&location))
+            .bearer_auth(&token)
+            .header("if-match", &etag)
+            .json(&json!({"title": "stale"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(stale.headers()["content-type"], "application/problem+json");
+    }
+    let deleted =
+        app.client.delete(app.url(&location)).bearer_auth(&token).header("if-match", &new_etag).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, Method::GET, &location, &token, None).await.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+async fn another_tenant_gets_404_for_a_todo_on_read_update_and_delete(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("tenant-a").await;
+    app.create_tenant("tenant-b").await;
+    let a = app.token(Some("tenant-a"), "alice", RW);
+    let b = app.token(Some("tenant-b"), "bob", RW);
+    let todo = create_todo(&app, &a, "secret plans").await;
+    let path = format!("/api/v1/todos/{}", todo["id"].as_str().unwrap());
+    for (method, body) in [(Method::GET, None), (Method::PATCH, Some(json!({"done": true}))), (Method::DELETE, None)] {
+        let response = send(&app, method.clone(), &path, &b, body).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} by another tenant");
+        let problem: Value = response.json().await.unwrap();
+        assert!(!problem.to_string().contains("secret plans"));
+    }
+    let still_there: Value = send(&app, Method::GET, &path, &a, None).await.json().await.unwrap();
+    assert_eq!(still_there["done"], false, "tenant B must not have changed it");
+    app.stop().await;
+}
+
+async fn another_tenants_rows_never_appear_in_a_list(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("tenant-a").await;
+    app.create_tenant("tenant-b").await;
+    let a = app.token(Some("tenant-a"), "alice", RW);
+    let b = app.token(Some("tenant-b"), "bob", RW);
+    for n in 0..3 {
+        create_todo(&app, &a, &format!("a{n}")).await;
+    }
+    create_todo(&app, &b, "b0").await;
+    let list: Value = send(&app, Method::GET, "/api/v1/todos", &b, None).await.json().await.unwrap();
+    let titles: Vec<&str> = list["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["b0"]);
+    app.stop().await;
+}
+
+async fn tenant_resolution_refuses_disagreement_unknown_malformed_and_unbound(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("tenant-a").await;
+    app.create_tenant("tenant-b").await;
+    let a = app.token(Some("tenant-a"), "alice", RW);
+    let cases = [
+        (a.clone(), Some("tenant-b"), StatusCode::FORBIDDEN),
+        (a.clone(), Some("tenant-a"), StatusCode::OK),
+        (a.clone(), Some("no-such-tenant"), StatusCode::NOT_FOUND),
+        (a.clone(), Some("Not A Slug!"), StatusCode::BAD_REQUEST),
+        (app.token(Some("ghost"), "alice", RW), None, StatusCode::NOT_FOUND),
+        (app.token(None, "drifter", RW), Some("tenant-a"), StatusCode::FORBIDDEN),
+        (app.token(None, "drifter", RW), None, StatusCode::BAD_REQUEST),
+        (app.token(None, "operator", &["todos:read", "platform:admin"]), Some("tenant-a"), StatusCode::OK),
+    ];
+    for (token, header, status) in cases {
+        let mut request = app.client.get(app.url("/api/v1/todos")).bearer_auth(&token);
+        if let Some(header) = header {
+            request = request.header("x-tenant-id", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "header {header:?}");
+        if status != StatusCode::OK {
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
+        }
+    }
+    app.stop().await;
+}
+
+async fn a_suspended_tenant_is_refused_until_reactivated(backend: Backend) {
+    let Some(app) = spawn_app(backend, |s| s.tenancy.cache_ttl = std::time::Duration::from_secs(60)).await else {
+        return;
+    };
+    let tenant = app.create_tenant("sleepy").await;
+    let token = app.token(Some("sleepy"), "alice", RW);
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &token, None).await.status(), StatusCode::OK);
+    let admin = app.token(None, "operator", &["platform:admin"]);
+    let id = tenant["id"].as_str().unwrap();
+    let suspended = send(&app, Method::POST, &format!("/api/v1/tenants/{id}/suspend"), &admin, None).await;
+    assert_eq!(suspended.json::<Value>().await.unwrap()["status"], "suspended");
+    let refused = send(&app, Method::GET, "/api/v1/todos", &token, None).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.json::<Value>().await.unwrap()["type"], "/problems/tenant-suspended");
+    send(&app, Method::POST, &format!("/api/v1/tenants/{id}/reactivate"), &admin, None).await;
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &token, None).await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+async fn lists_paginate_in_a_stable_order_and_filter_by_done(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("pages").await;
+    let token = app.token(Some("pages"), "alice", RW);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(create_todo(&app, &token, &format!("t{n}")).await["id"].as_str().unwrap().to_owned());
+    }
+    let done_id = &ids[1];
+    send(&app, Method::PATCH, &format!("/api/v1/todos/{done_id}"), &token, Some(json!({"done": true}))).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/todos?limit=2&cursor={c}"),
+            None => "/api/v1/todos?limit=2".to_owned(),
+        };
+        let page: Value = send(&app, Method::GET, &path, &token, None).await.json().await.unwrap();
+        assert!(page["items"].as_array().unwrap().len() <= 2);
+        seen.extend(page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every todo exactly once, in creation order");
+    let done: Value = send(&app, Method::GET, "/api/v1/todos?done=true", &token, None).await.json().await.unwrap();
+    assert_eq!(done["items"].as_array().unwrap().len(), 1);
+    assert_eq!(done["items"][0]["id"], done_id.as_str());
+    for bad in ["/api/v1/todos?limit=1000", "/api/v1/todos?cursor=forged", "/api/v1/todos?done=maybe"] {
+        assert_eq!(send(&app, Method::GET, bad, &token, None).await.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    app.stop().await;
+}
+
+async fn todo_bodies_are_validated_with_field_errors(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "alice", RW);
+    let long = "x".repeat(501);
+    for (body, field) in [(json!({"title": ""}), "title"), (json!({"title": long}), "title"), (json!({}), "title")] {
+        let response = send(&app, Method::POST, "/api/v1/todos", &token, Some(body)).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let wrong_type = app
+        .client
+        .post(app.url("/api/v1/todos"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(r#"{"title":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let malformed = app
+        .client
+        .post(app.url("/api/v1/todos"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let list: Value = send(&app, Method::GET, "/api/v1/todos", &token, None).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "bad input changes nothing");
+    app.stop().await;
+}
+
+async fn of_two_patches_with_the_same_etag_exactly_one_succeeds(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "alice", RW);
+    let created = send(&app, Method::POST, "/api/v1/todos", &token, Some(json!({"title": "race"}))).await;
+    let etag = created.headers()["etag"].to_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let attempts = (0..6).map(|n| {
+        app.client
+            .patch(app.url(&format!("/api/v1/todos/{id}")))
+            .bearer_auth(&token)
+            .header("if-match", &etag)
+            .json(&json!({"title": format!("writer {n}")}))
+            .send()
+    });
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all(attempts).await.into_iter().map(|r| r.unwrap().status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::PRECONDITION_FAILED), "{statuses:?}");
+    app.stop().await;
+}
+
+async fn an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "alice", RW);
+    let post = |key: &'static str, body: Value| {
+        app.client.post(app.url("/api/v1/todos")).bearer_auth(&token).header("idempotency-key", key).json(&body).send()
+    };
+    let first = post("order-42", json!({"title": "pay"})).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first_etag = first.headers()["etag"].clone();
+    let first: Value = first.json().await.unwrap();
+    let again = post("order-42", json!({"title": "pay"})).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["etag"], first_etag);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    let reused = post("order-42", json!({"title": "pay twice"})).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let list: Value = send(&app, Method::GET, "/api/v1/todos", &token, None).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "exactly one todo created");
+    app.stop().await;
+}
+
+async fn audit_actions(app: &TestApp, admin: &str) -> Vec<Value> {
+    let response = send(app, Method::GET, "/api/v1/audit-events", admin, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json::<Value>().await.unwrap()["items"].as_array().unwrap().clone()
+}
+
+async fn every_write_appends_an_audit_event_visible_to_tenant_admins_newest_first(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("audited").await;
+    let token = app.token(Some("audited"), "alice", RW);
+    let admin = app.token(Some("audited"), "boss", &["tenant:admin"]);
+    audit_actions(&app, &admin).await;
+    let created = send(&app, Method::POST, "/api/v1/todos", &token, Some(json!({"title": "x"}))).await;
+    let request_id = created.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    send(&app, Method::PATCH, &format!("/api/v1/todos/{id}"), &token, Some(json!({"done": true}))).await;
+    send(&app, Method::DELETE, &format!("/api/v1/todos/{id}"), &token, None).await;
+    let events = audit_actions(&app, &admin).await;
+    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(&actions[..3], ["todo.deleted", "todo.updated", "todo.created"], "{actions:?}");
+    assert!(actions.contains(&"user.provisioned") && actions.contains(&"tenant.created"), "{actions:?}");
+    let created_event = &events[2];
+    assert_eq!(created_event["actor"], "alice");
+    assert_eq!(created_event["resource_id"], id.as_str());
+    assert_eq!(created_event["request_id"], request_id.as_str());
+    assert_eq!(created_event["client_ip"], "127.0.0.1");
+    let denied = send(&app, Method::GET, "/api/v1/audit-events", &token, None).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+async fn an_audit_event_is_rolled_back_with_its_transaction(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let tenant = app.create_tenant("rollback").await;
+    let tenant_id: uuid::Uuid = tenant["id"].as_str().unwrap().parse().unwrap();
+    let admin = app.token(Some("rollback"), "boss", &["tenant:admin", "todos:read"]);
+    let before = audit_actions(&app, &admin).await.len();
+    let mut session = palisade_tenancy::TenantSession::begin(&app.state.db, tenant_id).await.unwrap();
+    let change = palisade_tenancy::audit::Change { action: "todo.created", resource_type: "todo", resource_id: "x" };
+    palisade_tenancy::audit::record(session.tx(), tenant_id, "ghost", change, &Default::default()).await.unwrap();
+    drop(session);
+    assert_eq!(audit_actions(&app, &admin).await.len(), before, "an uncommitted audit event must vanish");
+    let stale = app
+        .client
+        .delete(app.url(&format!("/api/v1/todos/{}", uuid::Uuid::now_v7())))
+        .bearer_auth(app.token(Some("rollback"), "boss", RW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::NOT_FOUND);
+    let actions: Vec<String> =
+        audit_actions(&app, &admin).await.iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+    assert!(!actions.iter().any(|a| a == "todo.deleted"), "a failed write leaves no event: {actions:?}");
+    app.stop().await;
+}
+
+async fn scopes_guard_reads_writes_and_administration(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let reader = app.token(Some("demo"), "reader", &["todos:read"]);
+    let write = send(&app, Method::POST, "/api/v1/todos", &reader, Some(json!({"title": "x"}))).await;
+    assert_eq!(write.status(), StatusCode::FORBIDDEN);
+    assert!(write.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &reader, None).await.status(), StatusCode::OK);
+    let anonymous = app.client.get(app.url("/api/v1/todos")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let garbage = app.client.get(app.url("/api/v1/todos")).bearer_auth("not.a.token").send().await.unwrap();
+    assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    assert!(!garbage.text().await.unwrap().contains("not.a.token"), "the token is never echoed");
+    assert_eq!(send(&app, Method::GET, "/api/v1/tenants", &reader, None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, Method::GET, "/api/v1/users", &reader, None).await.status(), StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+async fn users_are_provisioned_on_first_request_and_managed_by_tenant_admins(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("team").await;
+    let alice = app.token(Some("team"), "alice", RW);
+    let admin = app.token(Some("team"), "boss", &["tenant:admin"]);
+    let me: Value = send(&app, Method::GET, "/api/v1/users/me", &alice, None).await.json().await.unwrap();
+    assert_eq!(me["subject"], "alice");
+    assert_eq!(me["role"], "member");
+    let again: Value = send(&app, Method::GET, "/api/v1/users/me", &alice, None).await.json().await.unwrap();
+    assert_eq!(again["id"], me["id"], "provisioned once");
+    let users: Value = send(&app, Method::GET, "/api/v1/users", &admin, None).await.json().await.unwrap();
+    let subjects: Vec<&str> =
+        users["items"].as_array().unwrap().iter().map(|u| u["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    let path = format!("/api/v1/users/{}", me["id"].as_str().unwrap());
+    let promoted = send(&app, Method::PATCH, &path, &admin, Some(json!({"role": "admin"}))).await;
+    assert_eq!(promoted.json::<Value>().await.unwrap()["role"], "admin");
+    assert_eq!(
+        send(&app, Method::GET, "/api/v1/users", &alice, None).await.status(),
+        StatusCode::OK,
+        "role admin acts as tenant admin"
+    );
+    let bad = send(&app, Method::PATCH, &path, &admin, Some(json!({"role": "emperor"}))).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
+
+async fn platform_admins_create_list_and_get_tenants(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let admin = app.token(None, "operator", &["platform:admin"]);
+    let created = app.create_tenant("new-co").await;
+    assert_eq!(created["slug"], "new-co");
+    assert_eq!(created["status"], "active");
+    let dup = send(&app, Method::POST, "/api/v1/tenants", &admin, Some(json!({"slug": "new-co", "name": "x"}))).await;
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
+    let invalid =
+        send(&app, Method::POST, "/api/v1/tenants", &admin, Some(json!({"slug": "Bad Slug", "name": ""}))).await;
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<String> = invalid.json::<Value>().await.unwrap()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["name", "slug"]);
+    let id = created["id"].as_str().unwrap();
+    let got: Value =
+        send(&app, Method::GET, &format!("/api/v1/tenants/{id}"), &admin, None).await.json().await.unwrap();
+    assert_eq!(got["slug"], "new-co");
+    let list: Value = send(&app, Method::GET, "/api/v1/tenants?limit=1", &admin, None).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(list["next_cursor"].is_string(), "demo and new-co make two pages of one");
+    let missing = send(&app, Method::GET, &format!("/api/v1/tenants/{}", uuid::Uuid::now_v7()), &admin, None).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+async fn a_revoked_token_is_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "alice", RW);
+    let me: Value = send(&app, Method::GET, "/api/v1/auth/me", &token, None).await.json().await.unwrap();
+    assert_eq!(me["subject"], "alice");
+    assert_eq!(me["tenant"], "demo");
+    assert_eq!(send(&app, Method::POST, "/api/v1/auth/revoke", &token, None).await.status(), StatusCode::NO_CONTENT);
+    let refused = send(&app, Method::GET, "/api/v1/auth/me", &token, None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    app.stop().await;
+}
+
+async fn the_openapi_document_covers_every_api_route(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/api/v1/auth/me", &["get"][..]),
+        ("/api/v1/auth/revoke", &["post"]),
+        ("/api/v1/tenants", &["get", "post"]),
+        ("/api/v1/tenants/{id}", &["get"]),
+        ("/api/v1/tenants/{id}/suspend", &["post"]),
+        ("/api/v1/tenants/{id}/reactivate", &["post"]),
+        ("/api/v1/users", &["get"]),
+        ("/api/v1/users/me", &["get"]),
+        ("/api/v1/users/{id}", &["get", "patch"]),
+        ("/api/v1/todos", &["get", "post"]),
+        ("/api/v1/todos/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/audit-events", &["get"]),
+    ] {
+        for method in methods {
+            let operation = &paths[path][method];
+            assert!(operation.is_object(), "{method} {path} missing");
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["401", "403", "422", "500"] {
+                let content = &responses[status]["content"]["application/problem+json"];
+                assert!(content.is_object(), "{method} {path} lacks a {status} problem response");
+            }
+        }
+    }
+    for schema in ["Todo", "NewTodo", "TodoPatch", "Tenant", "NewTenant", "User", "ProblemDoc", "AuditEvent"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+    app.stop().await;
+}
