@@ -475,3 +475,82 @@ async fn the_openapi_document_covers_every_api_route(backend: Backend) {
     }
     app.stop().await;
 }
+
+/// Row-level security holds even for SQL that forgets the tenant: connected as the app role, an
+/// unscoped SELECT sees nothing and an insert for another tenant is refused by the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_row_level_security_hides_and_protects_other_tenants_rows_from_raw_sql() {
+    use sqlx::{Connection, PgConnection};
+    let Some(app) = spawn_app(Backend::Postgres, |_| {}).await else { return };
+    let a = app.create_tenant("tenant-a").await;
+    let b = app.create_tenant("tenant-b").await;
+    create_todo(&app, &app.token(Some("tenant-a"), "alice", RW), "a's row").await;
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    let user: (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(user.0, "palisade_test_app", "the server's role, not the owner");
+
+    let unscoped: (i64,) = sqlx::query_as("SELECT count(*) FROM todos").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(unscoped.0, 0, "no tenant set: no rows");
+    let users: (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(users.0, 0);
+
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(b["id"].as_str().unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let as_b: (i64,) = sqlx::query_as("SELECT count(*) FROM todos").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(as_b.0, 0, "tenant B sees none of A's rows");
+    let a_user: (uuid::Uuid,) = {
+        let mut owner = PgConnection::connect(app.database.admin_url.as_deref().unwrap()).await.unwrap();
+        sqlx::query_as("SELECT id FROM users LIMIT 1").fetch_one(&mut owner).await.unwrap()
+    };
+    let smuggled =
+        sqlx::query("INSERT INTO todos (id, tenant_id, title, created_by) VALUES ($1, $2::uuid, 'smuggled', $3)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(a["id"].as_str().unwrap())
+            .bind(a_user.0)
+            .execute(&mut *tx)
+            .await;
+    let error = smuggled.expect_err("an insert for another tenant must be refused").to_string();
+    assert!(error.contains("row-level security"), "{error}");
+    tx.rollback().await.unwrap();
+
+    let unset = sqlx::query("INSERT INTO todos (id, tenant_id, title, created_by) VALUES ($1, $2::uuid, 'x', $3)")
+        .bind(uuid::Uuid::now_v7())
+        .bind(a["id"].as_str().unwrap())
+        .bind(a_user.0)
+        .execute(&mut conn)
+        .await;
+    assert!(unset.is_err(), "with no tenant set an insert is refused");
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(a["id"].as_str().unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let as_a: (i64,) = sqlx::query_as("SELECT count(*) FROM todos").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(as_a.0, 1, "the owner tenant still sees its row");
+    tx.rollback().await.unwrap();
+    conn.close().await.unwrap();
+    app.stop().await;
+}
+
+/// A token revoked through one replica is refused by another sharing the same Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
+    let Some(first) = spawn_app(Backend::Postgres, |_| {}).await else { return };
+    let settings = (*first.state.settings).clone();
+    let second = support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
+    let token = first.token(Some("demo"), "alice", RW);
+    assert_eq!(send(&second, Method::GET, "/api/v1/auth/me", &token, None).await.status(), StatusCode::OK);
+    assert_eq!(send(&first, Method::POST, "/api/v1/auth/revoke", &token, None).await.status(), StatusCode::NO_CONTENT);
+    for replica in [&first, &second] {
+        let refused = send(replica, Method::GET, "/api/v1/auth/me", &token, None).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.json::<Value>().await.unwrap()["reason"], "revoked");
+    }
+    second.stop().await;
+    first.stop().await;
+}

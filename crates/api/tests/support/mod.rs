@@ -175,6 +175,13 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Another handle on the same database for a second server; it does not drop the database.
+    pub fn shared(&self) -> Self {
+        Self { url: self.url.clone(), admin_url: self.admin_url.clone(), name: None, _dir: None }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (Some(name), Some(admin)) = (self.name.take(), std::env::var(DATABASE_VAR).ok()) else {
