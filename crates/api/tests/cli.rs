@@ -98,7 +98,8 @@ fn config_check_prints_the_effective_config_with_secrets_redacted() {
 #[test]
 fn config_check_in_production_exits_2_and_lists_the_problems() {
     let dir = tempfile::tempdir().unwrap();
-    let output = palisade(dir.path()).args(["config", "check"]).env("PALISADE_ENVIRONMENT", "production").output().unwrap();
+    let output =
+        palisade(dir.path()).args(["config", "check"]).env("PALISADE_ENVIRONMENT", "production").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("configuration problem"), "{}", text(&output.stderr));
 }
@@ -126,7 +127,10 @@ async fn migrate_applies_the_migrations_to_a_fresh_postgres_database() {
     let output = palisade(dir.path()).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     let forced: Vec<(String,)> =
-        sqlx::query_as("SELECT relname::text FROM pg_class WHERE relforcerowsecurity ORDER BY 1").fetch_all(&mut db).await.unwrap();
+        sqlx::query_as("SELECT relname::text FROM pg_class WHERE relforcerowsecurity ORDER BY 1")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
     db.close().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
@@ -138,7 +142,8 @@ async fn migrate_applies_the_migrations_to_a_fresh_postgres_database() {
 fn a_fresh_start_with_nothing_configured_serves_on_embedded_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (child, addr) = start_server(palisade(dir.path()));
-    let health = palisade(dir.path()).args(["healthcheck", "--url", &format!("http://{addr}/health")]).output().unwrap();
+    let health =
+        palisade(dir.path()).args(["healthcheck", "--url", &format!("http://{addr}/health")]).output().unwrap();
     assert_eq!(health.status.code(), Some(0), "{}", text(&health.stderr));
     assert!(dir.path().join("data/palisade.db").exists(), "the embedded database lives under ./data");
     sigterm(&child);
@@ -152,6 +157,70 @@ fn healthcheck_fails_when_nothing_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let output = palisade(dir.path()).args(["healthcheck", "--url", &format!("http://{addr}/health")]).output().unwrap();
+    let output =
+        palisade(dir.path()).args(["healthcheck", "--url", &format!("http://{addr}/health")]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
+}
+
+/// SIGTERM while a request is in flight: /ready turns 503 at once, the in-flight request still
+/// completes (its body arrives only after the listener has closed), and the process exits 0.
+#[test]
+fn sigterm_drains_an_in_flight_request_and_exits_0() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let configure = |mut command: Command| {
+        command.env("PALISADE_SERVER__SHUTDOWN_DRAIN_DELAY", "1s").env("PALISADE_SERVER__SHUTDOWN_TIMEOUT", "20s");
+        command
+    };
+    let token = palisade(dir.path())
+        .args(["token", "--tenant", "demo", "--sub", "me", "--scopes", "todos:read,todos:write"])
+        .output()
+        .unwrap();
+    assert_eq!(token.status.code(), Some(0), "{}", text(&token.stderr));
+    let token = text(&token.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "the token alone on stdout");
+
+    let (child, addr) = start_server(configure(palisade(dir.path())));
+    let body = br#"{"title":"finish me during shutdown"}"#;
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/todos HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    slow.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut probe = std::net::TcpStream::connect(addr).unwrap();
+    write!(probe, "GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "during the drain /ready must say 503: {answer}");
+
+    std::thread::sleep(Duration::from_millis(1500));
+    slow.write_all(&body[10..]).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut response = [0u8; 64];
+    let read = slow.read(&mut response).unwrap();
+    let head = String::from_utf8_lossy(&response[..read]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 201"), "the in-flight request completes: {head}");
+
+    let output = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+#[test]
+fn token_is_refused_outside_development() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = palisade(dir.path())
+        .args(["token", "--tenant", "demo", "--sub", "me", "--scopes", "todos:read"])
+        .env("PALISADE_ENVIRONMENT", "production")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no token may be printed");
 }
