@@ -102,6 +102,7 @@ impl Settings {
                 config::Environment::with_prefix("PALISADE")
                     .prefix_separator("_")
                     .separator("__")
+                    .try_parsing(true)
                     .list_separator(",")
                     .with_list_parse_key("cors.allowed_origins")
                     .with_list_parse_key("cors.allowed_methods")
