@@ -1,11 +1,17 @@
 -- The server connects through a LOGIN role that is a member of palisade_app (see docs/database.md).
 -- palisade_app owns nothing, so row-level security applies to it; the migration role owns the tables.
--- Creating the role tolerates a concurrent creation (several databases migrating in one cluster).
+-- The role is created only when missing (an owner without CREATEROLE, as on managed databases,
+-- can migrate once an administrator has created it), and a concurrent creation by another
+-- database migrating in the same cluster is tolerated.
 DO $$
 BEGIN
-    CREATE ROLE palisade_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
-EXCEPTION
-    WHEN duplicate_object OR unique_violation THEN NULL;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'palisade_app') THEN
+        BEGIN
+            CREATE ROLE palisade_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;
+        END;
+    END IF;
 END
 $$;
 
