@@ -97,6 +97,9 @@ impl Metrics {
         for state in ["idle", "in_use"] {
             metrics.db_pool_connections.with_label_values(&[state]).set(0);
         }
+        // Exported from the start so the alert rules' `increase(redis_errors_total[…])` has a
+        // series to work on, also where Redis is not configured (and nothing is ever counted).
+        metrics.redis_errors_total.with_label_values(&["ping"]);
         Ok(Arc::new(metrics))
     }
 
