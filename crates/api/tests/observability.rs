@@ -1,0 +1,778 @@
+//! Observability as operators rely on it: JSON logs that carry the request span and never a secret,
+//! OpenTelemetry traces exported over OTLP/HTTP that continue the caller's trace, Sentry events for
+//! panics and 5xx responses that are tagged and scrubbed, and Prometheus metrics whose series stay
+//! bounded and cover every name the alert rules and dashboards query.
+//!
+//! Logs and traces are process-wide (one subscriber, one exporter), so those tests run the real
+//! binary and read its output; Sentry is per application, so those tests run in-process with extra
+//! routes that panic or fail. Local HTTP servers stand in for the OTLP collector and for Sentry.
+
+#![allow(clippy::unwrap_used)] // a test that cannot read its own fixture should stop right there
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{Backend, REDIS_VAR, TestDatabase, service_url, spawn_app, unique_name};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+// Distinctive credentials: none of them may ever appear in logs or in a Sentry envelope.
+const BEARER_SECRET: &str = "bearer-7c1f0e4b2a9d5e83";
+const COOKIE_SECRET: &str = "cookie-5d2e8a0f6b3c9e14";
+const API_KEY_SECRET: &str = "apikey-9b4f1c7e2d8a6f05";
+const QUERY_SECRET: &str = "query-3e6a9d0c5b2f8e71";
+const DB_PASSWORD_SECRET: &str = "dbpass-8f2c6a1e9d4b7c30";
+const SENTRY_KEY_SECRET: &str = "sentrysecret-1a7e4c9f2b6d";
+const OTLP_HEADER_SECRET: &str = "otlpheader-6c0b3f8e5a2d9e47";
+
+on_both_backends!(
+    logs_are_json_lines_carrying_the_request_span_and_never_a_credential,
+    a_thousand_random_paths_add_no_metric_series,
+    every_metric_the_alert_rules_and_dashboards_query_is_exported,
+);
+
+// ------------------------------------------------------------------------------------------ logs
+
+async fn logs_are_json_lines_carrying_the_request_span_and_never_a_credential(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else { return };
+    let Some(mut env) = server_env(backend, &database, true) else { return };
+    let closed = closed_port().await;
+    env.extend(vars(&[
+        ("PALISADE_LOG__FORMAT", "json"),
+        ("RUST_LOG", "trace"),
+        ("SENTRY_DSN", &format!("http://public:{SENTRY_KEY_SECRET}@{closed}/1")),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{closed}")),
+        ("OTEL_EXPORTER_OTLP_HEADERS", &format!("authorization=Bearer%20{OTLP_HEADER_SECRET}")),
+    ]));
+    let server = Server::start(env).await;
+    let request_id = unique_name("obs-log");
+    for path in ["/health", "/api/v1/auth/me", &format!("/no/such/path?access_token={QUERY_SECRET}")] {
+        let response = with_credentials(server.client.get(server.url(path)))
+            .header("x-request-id", &request_id)
+            .send()
+            .await
+            .expect("request");
+        assert!(response.status().as_u16() < 500, "{path}: {}", response.status());
+    }
+    let output = server.stop().await;
+
+    let everything = format!("{}\n{}", output.stdout.join("\n"), output.stderr.join("\n"));
+    for secret in [
+        BEARER_SECRET,
+        COOKIE_SECRET,
+        API_KEY_SECRET,
+        QUERY_SECRET,
+        DB_PASSWORD_SECRET,
+        SENTRY_KEY_SECRET,
+        OTLP_HEADER_SECRET,
+    ] {
+        assert!(!everything.contains(secret), "{secret} leaked into the logs");
+    }
+    let lines: Vec<Value> = output
+        .stdout
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}")))
+        .collect();
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "request finished" && line["span"]["request_id"] == request_id.as_str())
+        .collect();
+    assert_eq!(finished.len(), 3, "one `request finished` line per request");
+    let health = finished.iter().find(|line| line["span"]["route"] == "/health").expect("the /health line");
+    assert_eq!(health["span"]["name"], "request");
+    assert_eq!(health["span"]["method"], "GET");
+    assert_eq!(health["span"]["status"], 200);
+    assert!(health["span"]["latency_ms"].is_number(), "{health}");
+    assert!(health["spans"].as_array().is_some_and(|spans| !spans.is_empty()), "{health}");
+    let trace_id = health["span"]["trace_id"].as_str().unwrap_or_default();
+    assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{health}");
+    let unmatched = finished.iter().find(|line| line["span"]["route"] == "unmatched").expect("the 404 line");
+    assert_eq!(unmatched["span"]["status"], 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_otlp_endpoint_logs_are_pretty_in_development_and_no_trace_context_is_read() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let Some(mut env) = server_env(Backend::Sqlite, &database, false) else { return };
+    env.extend(vars(&[("RUST_LOG", "info")]));
+    let server = Server::start(env).await;
+    let request_id = unique_name("obs-pretty");
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = server
+        .client
+        .get(server.url("/health"))
+        .header("x-request-id", &request_id)
+        .header("traceparent", format!("00-{caller_trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let output = server.stop().await;
+    let line = output.stdout.iter().find(|line| line.contains(&request_id)).expect("a log line naming the request");
+    assert!(serde_json::from_str::<Value>(line).is_err(), "development logs are for people: {line}");
+    assert!(line.contains(r#"route="/health""#) && line.contains("status=200"), "{line}");
+    let everything = output.stdout.join("\n");
+    assert!(!everything.contains("trace_id") && !everything.contains(caller_trace), "{everything}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_password_is_never_printed_even_when_startup_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = closed_port().await;
+    let env = vars(&[
+        ("PALISADE_SERVER__ADDR", "127.0.0.1:0"),
+        ("PALISADE_LOG__FORMAT", "json"),
+        ("RUST_LOG", "trace"),
+        ("PALISADE_DATABASE__ACQUIRE_TIMEOUT", "1s"),
+        ("DATABASE_URL", &format!("postgres://palisade:{DB_PASSWORD_SECRET}@{closed}/palisade")),
+    ]);
+    let mut process = Process::spawn(env, dir.path());
+    let listening = tokio::time::timeout(Duration::from_secs(60), process.addresses.recv()).await;
+    if let Ok(Some(_)) = listening {
+        // PostgreSQL pools connect lazily: a server that started anyway is stopped like any other.
+        process.terminate();
+    }
+    let output = process.wait().await;
+    let everything = format!("{}\n{}", output.stdout.join("\n"), output.stderr.join("\n"));
+    assert!(!everything.contains(DB_PASSWORD_SECRET), "the database password leaked: {everything}");
+    assert!(everything.contains("palisade"), "the failure is still explained: {everything}");
+}
+
+// ---------------------------------------------------------------------------------- OpenTelemetry
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        common::v1::{AnyValue, KeyValue, any_value},
+        trace::v1::{Span, span::SpanKind},
+    };
+    use prost::Message;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn request_spans_reach_the_otlp_collector_at_shutdown_and_continue_the_callers_trace() {
+        let collector = Recorder::start().await;
+        let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+        let Some(mut env) = server_env(Backend::Sqlite, &database, true) else { return };
+        env.extend(vars(&[
+            ("PALISADE_LOG__FORMAT", "json"),
+            ("RUST_LOG", "info"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{}", collector.addr)),
+            // Nothing is exported on a timer during the test: only the flush at shutdown can deliver.
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ]));
+        let server = Server::start(env).await;
+        let (caller_trace, caller_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+        let joined = unique_name("obs-joined");
+        let fresh = unique_name("obs-fresh");
+        let response = server
+            .client
+            .get(server.url("/health"))
+            .header("x-request-id", &joined)
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = server.client.get(server.url("/ready")).header("x-request-id", &fresh).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let output = server.stop().await;
+
+        let exports = export_requests(&collector);
+        assert!(!exports.is_empty(), "no OTLP export arrived: the spans were not flushed at shutdown");
+        let resource = exports[0].resource_spans[0].resource.clone().unwrap_or_default();
+        assert_eq!(string_attribute(&resource.attributes, "service.name").as_deref(), Some("palisade"));
+        assert_eq!(
+            string_attribute(&resource.attributes, "service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            string_attribute(&resource.attributes, "deployment.environment.name").as_deref(),
+            Some("development")
+        );
+
+        let spans = spans(&exports);
+        let span = spans.iter().find(|s| request_id_of(s).as_deref() == Some(joined.as_str())).expect("the span");
+        assert_eq!(hex(&span.trace_id), caller_trace, "the caller's trace is continued");
+        assert_eq!(hex(&span.parent_span_id), caller_span, "the caller's span is the parent");
+        assert_eq!(span.name, "GET /health");
+        assert_eq!(span.kind, SpanKind::Server as i32);
+        assert_eq!(string_attribute(&span.attributes, "route").as_deref(), Some("/health"));
+        assert_eq!(int_attribute(&span.attributes, "http.response.status_code"), Some(200));
+
+        let own = spans.iter().find(|s| request_id_of(s).as_deref() == Some(fresh.as_str())).expect("the /ready span");
+        assert_ne!(hex(&own.trace_id), caller_trace);
+        assert!(own.parent_span_id.is_empty(), "a request without traceparent starts a trace");
+
+        let logged = output
+            .stdout
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == "request finished" && line["span"]["request_id"] == joined.as_str())
+            .expect("the request's log line");
+        assert_eq!(logged["span"]["trace_id"], caller_trace, "logs and traces share the trace id");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_sampling_ratio_of_zero_only_traces_the_caller_sampled_are_exported() {
+        let collector = Recorder::start().await;
+        let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+        let Some(mut env) = server_env(Backend::Sqlite, &database, true) else { return };
+        env.extend(vars(&[
+            ("RUST_LOG", "warn,palisade_api=info"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{}/", collector.addr)),
+            ("PALISADE_TELEMETRY__SAMPLING_RATIO", "0"),
+        ]));
+        let server = Server::start(env).await;
+        let sampled = "11111111111111111111111111111111";
+        let unsampled = "22222222222222222222222222222222";
+        let anonymous = unique_name("obs-unsampled");
+        for (traceparent, request_id) in [
+            (Some(format!("00-{sampled}-1111111111111111-01")), unique_name("obs-sampled")),
+            (Some(format!("00-{unsampled}-2222222222222222-00")), unique_name("obs-declined")),
+            (None, anonymous.clone()),
+        ] {
+            let mut request = server.client.get(server.url("/health")).header("x-request-id", request_id);
+            if let Some(traceparent) = traceparent {
+                request = request.header("traceparent", traceparent);
+            }
+            assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+        }
+        server.stop().await;
+
+        let traces: Vec<String> = spans(&export_requests(&collector)).iter().map(|s| hex(&s.trace_id)).collect();
+        assert!(traces.contains(&sampled.to_owned()), "the caller sampled this trace: {traces:?}");
+        assert!(!traces.contains(&unsampled.to_owned()), "the caller declined this trace: {traces:?}");
+        assert_eq!(traces.len(), 1, "a new trace is not sampled at ratio 0: {traces:?}");
+    }
+
+    fn export_requests(collector: &Recorder) -> Vec<ExportTraceServiceRequest> {
+        collector
+            .bodies("/v1/traces")
+            .iter()
+            .map(|body| ExportTraceServiceRequest::decode(body.as_ref()).expect("an OTLP protobuf body"))
+            .collect()
+    }
+
+    fn spans(exports: &[ExportTraceServiceRequest]) -> Vec<Span> {
+        exports
+            .iter()
+            .flat_map(|export| &export.resource_spans)
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| scope.spans.clone())
+            .collect()
+    }
+
+    fn request_id_of(span: &Span) -> Option<String> {
+        string_attribute(&span.attributes, "request_id")
+    }
+
+    fn value<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+        attributes.iter().find(|kv| kv.key == key)?.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref())
+    }
+
+    fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+        match value(attributes, key)? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn int_attribute(attributes: &[KeyValue], key: &str) -> Option<i64> {
+        match value(attributes, key)? {
+            any_value::Value::IntValue(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+// ----------------------------------------------------------------------------------------- Sentry
+
+#[cfg(feature = "sentry")]
+mod sentry {
+    use std::{
+        collections::HashMap,
+        sync::Once,
+        time::{Duration, Instant},
+    };
+
+    use axum::{Router, http::StatusCode as AxumStatus, routing::get};
+    use palisade_api::AppState;
+
+    use super::*;
+    use crate::support::spawn_app_with;
+
+    on_both_backends!(
+        a_panic_and_a_5xx_reach_sentry_tagged_with_a_stack_trace_and_without_credentials,
+        an_unreachable_sentry_never_slows_or_fails_requests,
+    );
+
+    fn failing_routes() -> Router<AppState> {
+        Router::new()
+            .route(
+                "/test/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("the handler gave up");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route(
+                "/test/fail",
+                get(|| async {
+                    // What the auth and tenancy extractors do once they know who is calling.
+                    tracing::Span::current().record("tenant_id", "tenant-0f3a");
+                    tracing::Span::current().record("user_id", "user-42");
+                    (AxumStatus::INTERNAL_SERVER_ERROR, "connection to 10.0.0.3 refused")
+                }),
+            )
+            .route(
+                "/test/logged",
+                get(|| async {
+                    tracing::error!("the ledger could not be written");
+                    AxumStatus::INTERNAL_SERVER_ERROR
+                }),
+            )
+    }
+
+    /// Sentry's tags for tenant and user come from the request span through the global subscriber,
+    /// which the binary installs at startup; in-process tests install the same one once.
+    fn install_telemetry() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            use palisade_ops::telemetry::{self, LogConfig, LogFormat, ServiceInfo, TelemetryConfig, TelemetryOptions};
+            let service =
+                ServiceInfo { name: "palisade".into(), version: "test".into(), environment: "development".into() };
+            let guard = telemetry::init(&TelemetryOptions {
+                log: &LogConfig { format: None, filter: "off".to_owned() },
+                default_format: LogFormat::Pretty,
+                telemetry: &TelemetryConfig::default(),
+                service: &service,
+                sentry: true,
+            });
+            std::mem::forget(guard);
+        });
+    }
+
+    async fn a_panic_and_a_5xx_reach_sentry_tagged_with_a_stack_trace_and_without_credentials(backend: Backend) {
+        install_telemetry();
+        let sentry = Recorder::start().await;
+        let dsn = format!("http://public@{}/1", sentry.addr);
+        let Some(app) = spawn_app_with(backend, failing_routes(), |settings| {
+            settings.sentry.dsn = Some(dsn.into());
+        })
+        .await
+        else {
+            return;
+        };
+        let mut ids = HashMap::new();
+        for path in ["/test/boom", "/test/fail", "/test/logged"] {
+            let response = with_credentials(app.client.get(app.url(&format!("{path}?access_token={QUERY_SECRET}"))))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+            ids.insert(path, response.headers()["x-request-id"].to_str().unwrap().to_owned());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sentry_events(&sentry).len() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        app.stop().await; // flushes the queue: anything still unsent (a duplicate, say) arrives now
+
+        let raw: Vec<String> =
+            sentry.bodies("/api/1/envelope/").iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        for secret in [BEARER_SECRET, COOKIE_SECRET, API_KEY_SECRET, QUERY_SECRET] {
+            assert!(!raw.iter().any(|envelope| envelope.contains(secret)), "{secret} was sent to Sentry");
+        }
+        let events = sentry_events(&sentry);
+        let for_request = |path: &str| -> Vec<Value> {
+            events.iter().filter(|event| event["tags"]["request_id"] == ids[path].as_str()).cloned().collect()
+        };
+        for path in ["/test/boom", "/test/fail", "/test/logged"] {
+            assert_eq!(for_request(path).len(), 1, "exactly one event for {path}: {events:#?}");
+        }
+
+        let panic = &for_request("/test/boom")[0];
+        let exception = &panic["exception"]["values"][0];
+        assert_eq!(exception["mechanism"]["type"], "panic", "{panic:#}");
+        assert!(exception["value"].as_str().is_some_and(|v| v.contains("the handler gave up")), "{panic:#}");
+        assert!(
+            exception["stacktrace"]["frames"].as_array().is_some_and(|f| !f.is_empty()),
+            "no stack trace: {panic:#}"
+        );
+
+        let failed = &for_request("/test/fail")[0];
+        assert_eq!(failed["tags"]["tenant_id"], "tenant-0f3a", "{failed:#}");
+        assert_eq!(failed["tags"]["user_id"], "user-42", "{failed:#}");
+        assert_eq!(failed["tags"]["http.route"], "/test/fail", "{failed:#}");
+        assert!(failed["message"].as_str().is_some_and(|m| m.contains("500")), "{failed:#}");
+        assert!(
+            failed["threads"]["values"][0]["stacktrace"]["frames"].as_array().is_some_and(|f| !f.is_empty()),
+            "no stack trace: {failed:#}"
+        );
+
+        let logged = &for_request("/test/logged")[0];
+        assert!(
+            logged.to_string().contains("the ledger could not be written"),
+            "the error log is the event: {logged:#}"
+        );
+
+        for event in [panic, failed, logged] {
+            assert_eq!(event["environment"], "development", "{event:#}");
+            assert_eq!(event["release"], format!("palisade@{}", env!("CARGO_PKG_VERSION")), "{event:#}");
+            let request = &event["request"];
+            let url = request["url"].as_str().unwrap_or_default();
+            assert!(url.contains("/test/") && !url.contains('?'), "{event:#}");
+            assert!(request.get("query_string").is_none_or(Value::is_null), "{event:#}");
+            let headers = request["headers"].as_object().cloned().unwrap_or_default();
+            assert!(
+                headers
+                    .keys()
+                    .all(|name| !["authorization", "cookie", "x-api-key"].contains(&name.to_lowercase().as_str())),
+                "{event:#}"
+            );
+        }
+    }
+
+    async fn an_unreachable_sentry_never_slows_or_fails_requests(backend: Backend) {
+        let closed = closed_port().await;
+        let Some(app) = spawn_app_with(backend, failing_routes(), |settings| {
+            settings.sentry.dsn = Some(format!("http://public@{closed}/1").into());
+        })
+        .await
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let statuses: Vec<StatusCode> = futures::stream::iter(0..60)
+            .map(|i| {
+                let path = ["/test/boom", "/test/fail", "/health"][i % 3];
+                let request = app.client.get(app.url(path));
+                async move { request.send().await.expect("request").status() }
+            })
+            .buffer_unordered(6)
+            .collect()
+            .await;
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 20);
+        assert_eq!(statuses.iter().filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR).count(), 40);
+        assert!(started.elapsed() < Duration::from_secs(15), "requests waited on Sentry: {:?}", started.elapsed());
+        let stopping = Instant::now();
+        app.stop().await;
+        assert!(stopping.elapsed() < Duration::from_secs(15), "shutdown waited on Sentry: {:?}", stopping.elapsed());
+    }
+
+    /// The event payloads of every envelope received.
+    fn sentry_events(recorder: &Recorder) -> Vec<Value> {
+        let mut events = Vec::new();
+        for body in recorder.bodies("/api/1/envelope/") {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let mut lines = text.lines().skip(1); // the envelope header
+            while let Some(item_header) = lines.next() {
+                let header: Value = serde_json::from_str(item_header).unwrap_or_default();
+                let Some(payload) = lines.next() else { break };
+                if header["type"] == "event" {
+                    events.push(serde_json::from_str(payload).expect("an event payload"));
+                }
+            }
+        }
+        events
+    }
+}
+
+// ---------------------------------------------------------------------------------------- metrics
+
+async fn a_thousand_random_paths_add_no_metric_series(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    for _ in 0..2 {
+        app.get(&format!("/warm/{}", uuid::Uuid::new_v4())).await;
+        app.get("/metrics").await;
+    }
+    let before = series(&app.get("/metrics").await.text().await.unwrap());
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let request = app.client.get(app.url(&format!("/random/{}/{i}?q={}", uuid::Uuid::new_v4(), i * 7)));
+            async move { request.send().await.expect("request").status() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::NOT_FOUND || *s == StatusCode::TOO_MANY_REQUESTS));
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let after = series(&text);
+    assert!(!text.contains("/random/"), "a raw path became a label value");
+    assert_eq!(after.durations, before.durations, "http_request_duration_seconds series grew");
+    assert_eq!(after.routes, before.routes, "new route label values appeared");
+    // A status the limiter may add (429) is one more bounded value, not a series per path.
+    assert!(
+        after.requests <= before.requests + 1,
+        "http_requests_total went from {} to {}",
+        before.requests,
+        after.requests
+    );
+    app.stop().await;
+}
+
+struct Series {
+    requests: usize,
+    durations: usize,
+    routes: std::collections::BTreeSet<String>,
+}
+
+fn series(text: &str) -> Series {
+    let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("http_requests_total{")).collect();
+    let routes = requests
+        .iter()
+        .filter_map(|line| line.split("route=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect();
+    Series {
+        requests: requests.len(),
+        durations: text.lines().filter(|l| l.starts_with("http_request_duration_seconds_bucket{")).count(),
+        routes,
+    }
+}
+
+async fn every_metric_the_alert_rules_and_dashboards_query_is_exported(backend: Backend) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let script = std::process::Command::new("python3")
+        .arg("observability/metric_names.py")
+        .current_dir(root)
+        .output()
+        .expect("python3 runs observability/metric_names.py");
+    assert!(script.status.success(), "metric_names.py failed: {}", String::from_utf8_lossy(&script.stderr));
+    let names: Vec<String> = String::from_utf8_lossy(&script.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(names.contains(&"http_requests_total".to_owned()), "the script found no metric names: {names:?}");
+
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    // Traffic of the kinds the rules watch: probes, a scrape, a miss, refused credentials.
+    for path in ["/health", "/ready", "/metrics", "/no/such/path", "/api/v1/todos"] {
+        app.get(path).await;
+    }
+    for token in ["not-a-jwt", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"] {
+        let response = app.client.get(app.url("/api/v1/auth/me")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let missing: Vec<&String> = names.iter().filter(|name| !text.contains(&format!("# TYPE {name} "))).collect();
+    assert!(missing.is_empty(), "queried by alerts or dashboards but not exported: {missing:?}\n{text}");
+    app.stop().await;
+}
+
+// ------------------------------------------------------------------------------------- harnesses
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Credentials of every kind a client sends.
+fn with_credentials(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    request
+        .header("authorization", format!("Bearer {BEARER_SECRET}"))
+        .header("cookie", format!("session={COOKIE_SECRET}"))
+        .header("x-api-key", API_KEY_SECRET)
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// The binary's environment for `backend`: port 0, the test's database (on PostgreSQL with a
+/// distinctive password the trust-authenticated test server ignores, when `password`), Redis.
+fn server_env(backend: Backend, database: &TestDatabase, password: bool) -> Option<Vec<(String, String)>> {
+    let mut url = database.url.clone();
+    if backend == Backend::Postgres && password {
+        let mut parsed = url::Url::parse(&url).expect("database url");
+        parsed.set_password(Some(DB_PASSWORD_SECRET)).expect("password");
+        url = parsed.to_string();
+    }
+    let mut env = vars(&[
+        ("PALISADE_SERVER__ADDR", "127.0.0.1:0"),
+        ("PALISADE_SERVER__SHUTDOWN_TIMEOUT", "5s"),
+        ("DATABASE_URL", &url),
+    ]);
+    if backend == Backend::Postgres {
+        env.extend(vars(&[
+            ("PALISADE_DATABASE__AUTO_MIGRATE", "false"),
+            ("REDIS_URL", &service_url(REDIS_VAR)?),
+            ("PALISADE_REDIS__KEY_PREFIX", &unique_name("palisade-obs")),
+        ]));
+    }
+    Some(env)
+}
+
+/// The binary, its output collected line by line.
+struct Process {
+    child: Child,
+    addresses: mpsc::UnboundedReceiver<SocketAddr>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+struct Output {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+impl Process {
+    fn spawn(env: Vec<(String, String)>, dir: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn palisade");
+        let (found, addresses) = mpsc::unbounded_channel();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let readers = vec![
+            tokio::spawn(collect_lines(out, stdout.clone(), Some(found))),
+            tokio::spawn(collect_lines(err, stderr.clone(), None)),
+        ];
+        Self { child, addresses, stdout, stderr, readers, _dir: None }
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    async fn wait(mut self) -> Output {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        assert!(status.is_ok(), "palisade did not exit within a minute");
+        for reader in self.readers.drain(..) {
+            let _ = reader.await;
+        }
+        let take = |lines: &Arc<Mutex<Vec<String>>>| std::mem::take(&mut *lines.lock().unwrap());
+        Output { stdout: take(&self.stdout), stderr: take(&self.stderr) }
+    }
+}
+
+async fn collect_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    into: Arc<Mutex<Vec<String>>>,
+    addresses: Option<mpsc::UnboundedSender<SocketAddr>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let (Some(addresses), Some(addr)) = (&addresses, listening_addr(&line)) {
+            let _ = addresses.send(addr);
+        }
+        into.lock().unwrap().push(line);
+    }
+}
+
+/// The address of the "listening" line, JSON (`"addr":"…"`) or pretty (`addr=…`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["addr"].as_str()?.parse().ok();
+    }
+    line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// A running `palisade serve`.
+struct Server {
+    process: Process,
+    addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(env: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut process = Process::spawn(env, dir.path());
+        process._dir = Some(dir);
+        let addr = match tokio::time::timeout(Duration::from_secs(120), process.addresses.recv()).await {
+            Ok(Some(addr)) => addr,
+            _ => {
+                let _ = process.child.start_kill();
+                let output = process.wait().await;
+                panic!("palisade did not start:\n{}\n{}", output.stdout.join("\n"), output.stderr.join("\n"));
+            }
+        };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self { process, addr, client }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, then everything it printed.
+    async fn stop(self) -> Output {
+        self.process.terminate();
+        self.process.wait().await
+    }
+}
+
+/// A local HTTP server recording every POST body by path: the OTLP collector, or Sentry.
+#[cfg(any(feature = "otel", feature = "sentry"))]
+struct Recorder {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<(String, axum::body::Bytes)>>>,
+    _task: JoinHandle<()>,
+}
+
+#[cfg(any(feature = "otel", feature = "sentry"))]
+impl Recorder {
+    async fn start() -> Self {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let record = bodies.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push((uri.path().to_owned(), body));
+                StatusCode::OK
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, bodies, _task: task }
+    }
+
+    fn bodies(&self, path: &str) -> Vec<axum::body::Bytes> {
+        self.bodies.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, body)| body.clone()).collect()
+    }
+}

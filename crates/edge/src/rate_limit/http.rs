@@ -1,0 +1,219 @@
+//! Rate limits over HTTP: the IETF headers (draft-ietf-httpapi-ratelimit-headers), the 429
+//! problem, the pre-authentication middleware and the post-authentication helper.
+//!
+//! Headers, one list item per policy that applied to the request:
+//!
+//! ```text
+//! RateLimit-Policy: "anonymous";q=200;w=2
+//! RateLimit: "anonymous";r=57;t=2
+//! ```
+//!
+//! `q` is the burst and `w` the seconds an empty bucket takes to refill completely (so `q/w` is
+//! the sustained rate); `r` is the requests left now and `t` the seconds until the bucket is full
+//! again, rounded up.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use palisade_ops::Problem;
+
+use super::{ANONYMOUS, Decision, RateLimiter, Verdict};
+use crate::client_ip::client_ip_of;
+
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// Probes and metrics are never limited: a throttled kubelet or Prometheus would take a healthy
+/// pod out of service or blind its monitoring.
+pub const UNLIMITED_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Decision {
+    /// The `RateLimit-Policy` and `RateLimit` list items for this decision (when a limiter counted it).
+    fn header_items(&self) -> Option<(String, String)> {
+        let (quota, outcome) = self.counted?;
+        let name = self.policy();
+        Some((
+            format!("\"{name}\";q={};w={}", quota.burst(), ceil_secs(quota.window()).max(1)),
+            format!("\"{name}\";r={};t={}", outcome.remaining, ceil_secs(outcome.reset_after)),
+        ))
+    }
+
+    /// Appends this decision's `RateLimit-Policy` and `RateLimit` items to `headers`.
+    pub fn append_headers(&self, headers: &mut HeaderMap) {
+        if let Some((policy, limit)) = self.header_items()
+            && let (Ok(policy), Ok(limit)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&limit))
+        {
+            headers.append(RATELIMIT_POLICY.clone(), policy);
+            headers.append(RATELIMIT.clone(), limit);
+        }
+    }
+
+    /// The refusal: 429 (or 503 when Redis could not decide and the failure mode is `deny`)
+    /// problem+json with `Retry-After` (whole seconds, at least 1) and the rate-limit headers.
+    /// `None` for an allowed request.
+    pub fn problem(&self) -> Option<Problem> {
+        let retry_after = ceil_secs(self.retry_after()?).max(1);
+        let problem = match self.verdict() {
+            Verdict::Allowed => return None,
+            Verdict::Limited => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                format!("The `{}` rate limit is exhausted; retry in {retry_after} s.", self.policy()),
+            ),
+            Verdict::Unavailable => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate-limiter-unavailable",
+                "Service unavailable",
+                format!("Rate limiting is temporarily unavailable; retry in {retry_after} s."),
+            ),
+        };
+        let mut headers = HeaderMap::new();
+        self.append_headers(&mut headers);
+        let problem = headers.into_iter().fold(
+            problem
+                .with_extension("policy", self.policy().into())
+                .with_extension("retry_after", retry_after.into())
+                .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after)),
+            |problem, (name, value)| match name {
+                Some(name) => problem.with_header(name, value),
+                None => problem,
+            },
+        );
+        Some(problem)
+    }
+}
+
+/// The decisions taken for one request, in its extensions, so that every policy that applied
+/// (the anonymous one here, the per-user ones in the auth code) reports on the response.
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitRecord(Arc<Mutex<Vec<Decision>>>);
+
+impl RateLimitRecord {
+    /// Records a decision, replacing an earlier one of the same policy.
+    pub fn record(&self, decision: Decision) {
+        let mut decisions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        decisions.retain(|d| d.policy() != decision.policy());
+        decisions.push(decision);
+    }
+
+    /// Replaces any rate-limit headers on `headers` with those of every recorded decision.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        headers.remove(&RATELIMIT_POLICY);
+        headers.remove(&RATELIMIT);
+        for decision in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            decision.append_headers(headers);
+        }
+    }
+}
+
+/// Middleware: the `anonymous` policy per client address, on every route except
+/// [`UNLIMITED_PATHS`]. Needs the client IP resolved first (see `client_ip::resolve`).
+pub async fn limit_by_client_ip(State(limiter): State<RateLimiter>, mut request: Request, next: Next) -> Response {
+    if !limiter.is_enabled() || UNLIMITED_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let key = client_ip_of(request.extensions()).map_or_else(|| "unknown".to_owned(), |ip| limiter.client_key(ip));
+    let decision = limiter.check(ANONYMOUS, &key).await;
+    if let Some(problem) = decision.problem() {
+        return problem.into_response();
+    }
+    let record = RateLimitRecord::default();
+    record.record(decision);
+    request.extensions_mut().insert(record.clone());
+    let mut response = next.run(request).await;
+    record.write_headers(response.headers_mut());
+    response
+}
+
+/// For the auth code, once tenant and subject are known: checks `policy` for them, records the
+/// decision so its headers go out with the response, and returns the 429 problem when refused.
+pub async fn enforce(
+    limiter: &RateLimiter,
+    extensions: &Extensions,
+    policy: &str,
+    tenant: &str,
+    subject: &str,
+) -> Result<Decision, Problem> {
+    let decision = limiter.check_tenant(policy, tenant, subject).await;
+    if let Some(record) = extensions.get::<RateLimitRecord>() {
+        record.record(decision.clone());
+    }
+    match decision.problem() {
+        Some(problem) => Err(problem),
+        None => Ok(decision),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::{Policy, RateLimitConfig};
+    use palisade_ops::{Metrics, metrics::BuildInfo};
+
+    async fn limiter(rate: u32, period: Duration, burst: u32) -> RateLimiter {
+        let mut config = RateLimitConfig::default();
+        config.policies.insert(ANONYMOUS.into(), Policy { rate, period, burst });
+        let metrics = Metrics::new(BuildInfo { version: "t", git_sha: "t" }).expect("metrics");
+        RateLimiter::new(&config, None, metrics).expect("valid")
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+    }
+
+    #[tokio::test]
+    async fn headers_follow_the_ietf_draft() {
+        let limiter = limiter(100, Duration::from_secs(1), 200).await;
+        let decision = limiter.check(ANONYMOUS, "k").await;
+        let mut headers = HeaderMap::new();
+        decision.append_headers(&mut headers);
+        assert_eq!(headers["ratelimit-policy"], r#""anonymous";q=200;w=2"#);
+        assert_eq!(headers["ratelimit"], r#""anonymous";r=199;t=1"#);
+        assert!(decision.problem().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_a_429_with_retry_after_in_whole_seconds() {
+        let limiter = limiter(1, Duration::from_secs(10), 1).await;
+        assert!(limiter.check(ANONYMOUS, "k").await.is_allowed());
+        let refused = limiter.check(ANONYMOUS, "k").await;
+        let response = refused.problem().expect("refused").into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = response.headers()["retry-after"].to_str().unwrap_or_default().parse().unwrap_or(0);
+        assert!((9..=10).contains(&retry), "{retry}");
+        assert_eq!(response.headers()["ratelimit-policy"], r#""anonymous";q=1;w=10"#);
+        assert!(response.headers()["ratelimit"].to_str().unwrap_or_default().starts_with(r#""anonymous";r=0;t="#));
+    }
+
+    #[tokio::test]
+    async fn a_record_reports_every_policy_once() {
+        let limiter = limiter(1, Duration::from_secs(10), 5).await;
+        let record = RateLimitRecord::default();
+        record.record(limiter.check(ANONYMOUS, "k").await);
+        record.record(limiter.check(ANONYMOUS, "k").await);
+        record.record(limiter.check_tenant("authenticated", "acme", "u1").await);
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit", HeaderValue::from_static("stale"));
+        record.write_headers(&mut headers);
+        let values: Vec<_> = headers.get_all("ratelimit").iter().map(|v| v.to_str().unwrap_or_default()).collect();
+        assert_eq!(values, [r#""anonymous";r=3;t=20"#, r#""authenticated";r=99;t=1"#]);
+    }
+}
