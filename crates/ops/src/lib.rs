@@ -1,5 +1,6 @@
 //! Operational plumbing shared by every palisade crate: the problem+json error shape, request ids,
-//! Prometheus metrics, readiness, logging, and the HTTP server with graceful shutdown.
+//! Prometheus metrics, readiness, logging, tracing and error reporting, and the HTTP server with
+//! graceful shutdown.
 //!
 //! Nothing here knows about tenants, tokens or tables; the `api` crate assembles these parts.
 
@@ -8,6 +9,7 @@ pub mod problem;
 pub mod readiness;
 pub mod redact;
 pub mod request_id;
+pub mod sentry;
 pub mod server;
 pub mod telemetry;
 

@@ -1,0 +1,413 @@
+//! Error reporting to Sentry (feature `sentry`): panics and 5xx responses, tagged with the request's
+//! ids, scrubbed of credentials before they leave the process. Active only when `sentry.dsn` (or
+//! `SENTRY_DSN`) is set; otherwise no client, no thread and no layer exist.
+//!
+//! Each application owns its client and [`report`] binds a fresh hub to every request, so tags never
+//! leak from one request into another (or between servers sharing a process, as tests do).
+//! [`Sentry::bind_to_process`] also makes it the process-wide client, for panics and errors outside
+//! requests. Each request yields at most one event, the first and most specific: a panic (with
+//! its stack trace), else the first error logged while serving it, else the 5xx response itself;
+//! later errors of the same request become breadcrumbs of that event.
+
+use std::{fmt, time::Duration};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::redact;
+
+/// The `[sentry]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentryConfig {
+    /// The project DSN (`SENTRY_DSN`). Unset or empty: nothing is reported.
+    #[serde(serialize_with = "redact::optional_secret")]
+    pub dsn: Option<SecretString>,
+    /// Share of error events sent, 0.0–1.0.
+    pub sample_rate: f32,
+    /// Bound on each delivery and on the flush at shutdown. Events are queued and sent from a
+    /// background thread; when Sentry is slow or down they are dropped, never waited for.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SentryConfig {
+    fn default() -> Self {
+        Self { dsn: None, sample_rate: 1.0, timeout: Duration::from_secs(2) }
+    }
+}
+
+impl SentryConfig {
+    fn dsn(&self) -> Option<&str> {
+        use secrecy::ExposeSecret;
+        self.dsn.as_ref().map(|dsn| dsn.expose_secret().trim()).filter(|dsn| !dsn.is_empty())
+    }
+
+    /// Whether a DSN is set, i.e. whether events will be reported.
+    pub fn enabled(&self) -> bool {
+        self.dsn().is_some()
+    }
+
+    /// Every problem with this section. Never quotes the DSN.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            problems.push("sentry.sample_rate must be between 0.0 and 1.0".to_owned());
+        }
+        if self.timeout.is_zero() {
+            problems.push("sentry.timeout must be greater than 0".to_owned());
+        }
+        if let Some(dsn) = self.dsn() {
+            #[cfg(feature = "sentry")]
+            if dsn.parse::<::sentry::types::Dsn>().is_err() {
+                problems.push("sentry.dsn is not a valid DSN (expected https://PUBLIC_KEY@HOST/PROJECT_ID)".to_owned());
+            }
+            #[cfg(not(feature = "sentry"))]
+            {
+                let _ = dsn;
+                problems
+                    .push("sentry.dsn is set but this build has no Sentry support (cargo feature `sentry`)".to_owned());
+            }
+        }
+        problems
+    }
+}
+
+/// The Sentry client could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SentryError {
+    #[error("sentry.dsn is not a valid DSN")]
+    Dsn,
+    #[error("cannot build the HTTP client for Sentry: {0}")]
+    Client(String),
+}
+
+#[cfg(feature = "sentry")]
+pub(crate) use enabled::tracing_layers;
+#[cfg(feature = "sentry")]
+pub use enabled::{Sentry, report};
+
+/// Without the `sentry` feature there is never a client; the type exists so callers need no
+/// `cfg` of their own.
+#[cfg(not(feature = "sentry"))]
+#[derive(Clone)]
+pub struct Sentry(std::convert::Infallible);
+
+#[cfg(not(feature = "sentry"))]
+impl Sentry {
+    /// Always `None` in a build without Sentry ([`SentryConfig::problems`] reports a set DSN).
+    pub fn from_config(
+        _config: &SentryConfig,
+        _service: &crate::telemetry::ServiceInfo,
+    ) -> Result<Option<Self>, SentryError> {
+        Ok(None)
+    }
+
+    pub fn bind_to_process(&self) {
+        match self.0 {}
+    }
+
+    pub async fn close(self) {
+        match self.0 {}
+    }
+}
+
+/// Without the `sentry` feature this only passes the request on; [`Sentry`] cannot exist anyway.
+#[cfg(not(feature = "sentry"))]
+pub async fn report(
+    _sentry: axum::extract::State<Sentry>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    next.run(request).await
+}
+
+impl fmt::Debug for Sentry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sentry").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "sentry")]
+mod enabled {
+    use std::{sync::Arc, time::Duration};
+
+    use ::sentry::{
+        ClientOptions, Hub, Level, SentryFutureExt, TransportFactory, TransportOptions,
+        integrations::tracing::{self as sentry_tracing, EventMapping},
+        protocol::{self, Event},
+        transports::ReqwestHttpTransportOptions,
+    };
+    use axum::{
+        extract::{MatchedPath, Request, State},
+        middleware::Next,
+        response::Response,
+    };
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::{
+        Layer, Registry,
+        filter::{LevelFilter, filter_fn},
+        layer::Context,
+        registry::LookupSpan,
+    };
+
+    use super::{SentryConfig, SentryError};
+    use crate::{
+        metrics::UNMATCHED,
+        request_id::RequestId,
+        telemetry::{BoxedLayer, REQUEST_SPAN, ServiceInfo},
+    };
+
+    /// Headers whose values are credentials. Never sent to Sentry, whatever else is configured.
+    const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
+
+    /// Request-span fields that become tags on the request's Sentry scope when recorded. The request
+    /// id, method and route are tagged by [`report`] directly.
+    const TAGGED_SPAN_FIELDS: &[&str] = &["tenant_id", "user_id"];
+
+    fn is_secret_header(name: &str) -> bool {
+        SECRET_HEADERS.iter().any(|secret| secret.eq_ignore_ascii_case(name))
+    }
+
+    /// An application's Sentry client. Cheap to clone.
+    #[derive(Clone)]
+    pub struct Sentry {
+        hub: Arc<Hub>,
+        timeout: Duration,
+    }
+
+    impl Sentry {
+        /// The client for `config`, or `None` when no DSN is set.
+        pub fn from_config(config: &SentryConfig, service: &ServiceInfo) -> Result<Option<Self>, SentryError> {
+            let Some(dsn) = config.dsn() else {
+                return Ok(None);
+            };
+            let dsn: ::sentry::types::Dsn = dsn.parse().map_err(|_| SentryError::Dsn)?;
+            let http = reqwest::Client::builder()
+                .connect_timeout(config.timeout)
+                .timeout(config.timeout)
+                .build()
+                .map_err(|error| SentryError::Client(error.to_string()))?;
+            let mut options = ClientOptions::new()
+                .release(service.release())
+                .environment(service.environment.clone())
+                // Out of range (NaN included) is refused by `problems()`; never panic over it here.
+                .sample_rate(if (0.0..=1.0).contains(&config.sample_rate) { config.sample_rate } else { 1.0 })
+                .send_default_pii(false)
+                .attach_stacktrace(true)
+                .shutdown_timeout(config.timeout)
+                .before_send(|event| Some(scrub_event(event)))
+                .transport(Transport(http));
+            options.dsn = Some(dsn);
+            let client = ::sentry::Client::from(::sentry::apply_defaults(options));
+            let hub = Arc::new(Hub::new(Some(Arc::new(client)), Default::default()));
+            Ok(Some(Self { hub, timeout: config.timeout }))
+        }
+
+        /// Makes this the client of the process hub too, so panics and errors outside any request
+        /// are reported. Call it before serving: threads that touched Sentry earlier keep a hub
+        /// without the client.
+        pub fn bind_to_process(&self) {
+            Hub::main().bind_client(self.hub.client());
+        }
+
+        /// Sends what is queued (within `sentry.timeout`) and stops the client.
+        pub async fn close(self) {
+            if let Some(client) = self.hub.client() {
+                let timeout = self.timeout;
+                let _ = tokio::task::spawn_blocking(move || client.close(Some(timeout))).await;
+            }
+        }
+    }
+
+    /// Builds the reqwest transport around our own client, which carries the timeouts.
+    struct Transport(reqwest::Client);
+
+    impl TransportFactory for Transport {
+        fn create_transport_with_options(&self, options: TransportOptions) -> Arc<dyn ::sentry::Transport> {
+            Arc::new(ReqwestHttpTransportOptions::from(options).with_client(self.0.clone()).build())
+        }
+    }
+
+    /// Middleware: serves the request under its own Sentry hub tagged with the request id, method
+    /// and route (the request span's tenant and user ids are added as they are recorded), and
+    /// reports a 5xx response unless something more specific was reported while serving it.
+    /// Sits outside the trace span and inside the request id; sees the final, normalized status.
+    pub async fn report(State(sentry): State<Sentry>, request: Request, next: Next) -> Response {
+        let hub = Arc::new(Hub::new_from_top(&sentry.hub));
+        let method = request.method().to_string();
+        let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
+        let request_data = request_data(&request);
+        hub.configure_scope(|scope| {
+            if let Some(id) = request.extensions().get::<RequestId>() {
+                scope.set_tag("request_id", id.as_str());
+            }
+            scope.set_tag("http.method", &method);
+            scope.set_tag("http.route", &route);
+            scope.set_transaction(Some(&format!("{method} {route}")));
+            scope.add_event_processor(move |mut event| {
+                event.request.get_or_insert_with(|| request_data.clone());
+                Some(event)
+            });
+        });
+        let response = next.run(request).bind_hub(hub.clone()).await;
+        let status = response.status();
+        if status.is_server_error() && hub.last_event_id().is_none() {
+            hub.capture_event(Event {
+                level: Level::Error,
+                message: Some(format!("{method} {route} answered {status}")),
+                logger: Some("palisade::http".to_owned()),
+                ..Default::default()
+            });
+        }
+        response
+    }
+
+    /// What Sentry shows about the request: method, URL without its query string, and the headers
+    /// that are not credentials.
+    fn request_data(request: &Request) -> protocol::Request {
+        let host = request.headers().get(http::header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("localhost");
+        let url = format!("http://{host}{}", request.uri().path()).parse().ok();
+        let headers = request
+            .headers()
+            .iter()
+            .filter(|(name, value)| !value.is_sensitive() && !is_secret_header(name.as_str()))
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect();
+        protocol::Request { url, method: Some(request.method().to_string()), headers, ..Default::default() }
+    }
+
+    /// The last check before an event leaves the process, whatever put the request data there.
+    pub(super) fn scrub_event(mut event: Event<'static>) -> Event<'static> {
+        if let Some(request) = event.request.as_mut() {
+            if let Some(url) = request.url.as_mut() {
+                url.set_query(None);
+                url.set_fragment(None);
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+            }
+            request.query_string = None;
+            request.cookies = None;
+            request.data = None;
+            request.headers.retain(|name, _| !is_secret_header(name));
+        }
+        event
+    }
+
+    /// The layers feeding Sentry from `tracing`: log lines become breadcrumbs and error events
+    /// (see [`map_event`]), and the request span's tenant and user ids become tags. Sentry's own
+    /// span-to-transaction mapping is off: traces go to OpenTelemetry.
+    pub(crate) fn tracing_layers() -> Vec<BoxedLayer> {
+        let events = sentry_tracing::layer::<Registry>()
+            .span_filter(|_| false)
+            .event_mapper(map_event)
+            .with_filter(LevelFilter::INFO)
+            .boxed();
+        let tags = RequestTags
+            .with_filter(filter_fn(|metadata| metadata.is_span() && metadata.name() == REQUEST_SPAN))
+            .boxed();
+        vec![events, tags]
+    }
+
+    /// INFO and WARN lines become breadcrumbs. An ERROR line inside a request becomes the request's
+    /// event when it is the first one (its stack trace is the log site's), else a breadcrumb; one
+    /// outside any request is reported on the process hub.
+    fn map_event(event: &tracing::Event<'_>, ctx: Context<'_, Registry>) -> EventMapping {
+        let in_request =
+            ctx.event_scope(event).is_some_and(|mut spans| spans.any(|span| span.metadata().name() == REQUEST_SPAN));
+        let is_error = *event.metadata().level() == tracing::Level::ERROR;
+        if in_request {
+            if is_error && Hub::current().last_event_id().is_none() {
+                return EventMapping::Event(Box::new(sentry_tracing::event_from_event(
+                    event,
+                    None::<&Context<'_, Registry>>,
+                )));
+            }
+            return EventMapping::Breadcrumb(sentry_tracing::breadcrumb_from_event(
+                event,
+                None::<&Context<'_, Registry>>,
+            ));
+        }
+        // Outside requests the process hub, not this thread's: a worker thread's hub is a copy made
+        // the first time the thread touched Sentry, possibly before the client was bound.
+        let hub = Hub::main();
+        if hub.client().is_some() {
+            if is_error {
+                hub.capture_event(sentry_tracing::event_from_event(event, None::<&Context<'_, Registry>>));
+            } else {
+                hub.add_breadcrumb(sentry_tracing::breadcrumb_from_event(event, None::<&Context<'_, Registry>>));
+            }
+        }
+        EventMapping::Ignore
+    }
+
+    /// Copies the request span's tenant and user ids, as the extractors record them, onto the
+    /// request's Sentry scope (the hub [`report`] bound), so a panic or 5xx event carries them.
+    struct RequestTags;
+
+    impl<S> Layer<S> for RequestTags
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+            attrs.record(&mut TagVisitor);
+        }
+
+        fn on_record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>, _: Context<'_, S>) {
+            values.record(&mut TagVisitor);
+        }
+    }
+
+    struct TagVisitor;
+
+    impl TagVisitor {
+        fn tag(field: &Field, value: &str) {
+            if value.is_empty() || !TAGGED_SPAN_FIELDS.contains(&field.name()) {
+                return;
+            }
+            Hub::with_active(|hub| hub.configure_scope(|scope| scope.set_tag(field.name(), value)));
+        }
+    }
+
+    impl Visit for TagVisitor {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            Self::tag(field, value);
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if TAGGED_SPAN_FIELDS.contains(&field.name()) {
+                Self::tag(field, &format!("{value:?}"));
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn credentials_and_query_strings_are_scrubbed_from_request_data() {
+            let mut headers = std::collections::BTreeMap::new();
+            for (name, value) in
+                [("Authorization", "Bearer t0k3n"), ("cookie", "s=1"), ("X-Api-Key", "k"), ("accept", "*/*")]
+            {
+                headers.insert(name.to_owned(), value.to_owned());
+            }
+            let event = Event {
+                request: Some(protocol::Request {
+                    url: "http://u:p@host/path?token=x#f".parse().ok(),
+                    query_string: Some("token=x".to_owned()),
+                    cookies: Some("s=1".to_owned()),
+                    headers: headers.into_iter().collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let request = scrub_event(event).request.unwrap_or_default();
+            assert_eq!(request.url.map(|u| u.to_string()).as_deref(), Some("http://host/path"));
+            assert_eq!(request.query_string, None);
+            assert_eq!(request.cookies, None);
+            assert_eq!(request.headers.keys().collect::<Vec<_>>(), ["accept"]);
+        }
+    }
+}
