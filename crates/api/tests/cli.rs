@@ -1,6 +1,8 @@
 //! The `palisade` binary as operators use it: exit codes, refusal of insecure production settings,
 //! `config check`, `migrate`, `healthcheck`, and serving from a fresh checkout with nothing set.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
+
 mod support;
 
 use std::{

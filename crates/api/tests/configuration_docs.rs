@@ -1,6 +1,8 @@
 //! docs/configuration.md must list every setting the code has, under its environment variable,
 //! with the code's default — and nothing the code does not have.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
+
 use std::collections::BTreeMap;
 
 use palisade_api::Settings;

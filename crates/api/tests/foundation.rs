@@ -1,6 +1,8 @@
 //! The foundation: probes, metrics, problem+json errors, request ids, panics, and recovery of
 //! readiness when a dependency goes away and comes back.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
+
 mod support;
 
 use std::time::Duration;

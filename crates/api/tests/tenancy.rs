@@ -1,5 +1,7 @@
 //! Tenant isolation and the example resource, through the API, on both backends.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
+
 mod support;
 
 use reqwest::{Method, StatusCode};

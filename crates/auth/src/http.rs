@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 /// Discovery documents and key sets are small; anything bigger is a misbehaving endpoint.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -41,13 +42,22 @@ impl ProviderClient {
         Ok(Self { client })
     }
 
-    /// `GET url` and parse the JSON body.
+    /// `GET url` and parse the JSON body. The request is a client span of the current trace and
+    /// carries its W3C `traceparent`, so the provider's side of a slow key fetch can be found.
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
+        let span = tracing::info_span!("GET jwks", "otel.kind" = "client", "url.full" = url);
+        self.fetch_json(url).instrument(span).await
+    }
+
+    async fn fetch_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
         let request_error = |source| FetchError::Request { url: url.to_owned(), source };
+        let mut trace_headers = reqwest::header::HeaderMap::new();
+        palisade_ops::telemetry::inject_trace_context(&mut trace_headers);
         let mut response = self
             .client
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
+            .headers(trace_headers)
             .send()
             .await
             .map_err(request_error)?;

@@ -8,6 +8,7 @@ use axum::{
     http::request::Parts,
 };
 use palisade_auth::{AuthContext, Authenticator, scopes};
+use palisade_edge::{ClientIp, RateLimiter, rate_limit};
 use palisade_ops::{Problem, RequestId};
 
 use crate::{
@@ -32,15 +33,13 @@ pub struct RequestMeta {
     pub client_ip: Option<IpAddr>,
 }
 
-/// The client address middleware (the edge's trusted-proxy logic) leaves in request extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
-
 impl RequestMeta {
+    /// The client address is the edge's (which believes `X-Forwarded-For` only from trusted
+    /// proxies), falling back to the TCP peer.
     pub fn from_parts(parts: &Parts) -> Self {
         let client_ip = parts
             .extensions
-            .get::<ClientAddr>()
+            .get::<ClientIp>()
             .map(|c| c.0)
             .or_else(|| parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()));
         Self { request_id: parts.extensions.get::<RequestId>().map(|r| r.as_str().to_owned()), client_ip }
@@ -82,6 +81,7 @@ where
     S: Send + Sync,
     Tenancy: FromRef<S>,
     Arc<Authenticator>: FromRef<S>,
+    RateLimiter: FromRef<S>,
 {
     type Rejection = Problem;
 
@@ -97,6 +97,13 @@ where
         let platform_admin = auth.has_scope(scopes::PLATFORM_ADMIN);
         let tenant = resolve::resolve(&tenancy.config, &candidates, &tenancy.directory, platform_admin).await?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
+        // Per (tenant, subject) budgets, keyed by slug because tenant overrides are.
+        let limiter = RateLimiter::from_ref(state);
+        rate_limit::enforce(&limiter, &parts.extensions, rate_limit::AUTHENTICATED, &tenant.slug, &auth.subject)
+            .await?;
+        if !parts.method.is_safe() {
+            rate_limit::enforce(&limiter, &parts.extensions, rate_limit::WRITE, &tenant.slug, &auth.subject).await?;
+        }
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
         let mut session = TenantSession::begin(db, tenant.id).await?;
