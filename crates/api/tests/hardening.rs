@@ -662,23 +662,37 @@ async fn when_redis_is_cut_requests_keep_flowing_on_the_fallback_and_shared_limi
     let Some(app) = app_behind(support::proxy::through(&redis_url, &proxy), FailureMode::Fallback).await else {
         return;
     };
+    // The Redis connection is made lazily: wait until a decision is Redis's before counting.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let bypassed = decisions(&app, ANONYMOUS, "bypassed").await;
+        app.get("/nope").await;
+        if decisions(&app, ANONYMOUS, "bypassed").await == bypassed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never started deciding");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let allowed = decisions(&app, ANONYMOUS, "allowed").await;
+    let bypassed = decisions(&app, ANONYMOUS, "bypassed").await;
     let (before, _) = timed_requests(&app, 5).await;
     assert!(before.iter().all(|s| *s == StatusCode::NOT_FOUND), "{before:?}");
-    assert_eq!(decisions(&app, ANONYMOUS, "allowed").await, 5, "decided by Redis before the cut");
+    assert_eq!(decisions(&app, ANONYMOUS, "allowed").await, allowed + 5, "decided by Redis before the cut");
 
     proxy.cut();
     let (during, slowest) = timed_requests(&app, 40).await;
     assert!(during.iter().all(|s| *s == StatusCode::NOT_FOUND), "{during:?}");
     assert!(slowest < MAX_WAIT, "a request waited {slowest:?} for a Redis that is gone");
-    assert_eq!(decisions(&app, ANONYMOUS, "bypassed").await, 40);
-    assert_eq!(decisions(&app, ANONYMOUS, "allowed").await, 5);
+    assert_eq!(decisions(&app, ANONYMOUS, "bypassed").await, bypassed + 40);
+    let allowed = allowed + 5;
+    assert_eq!(decisions(&app, ANONYMOUS, "allowed").await, allowed);
     // The in-process fallback still limits: 100 at once, 40 used.
     let (more, _) = timed_requests(&app, 70).await;
     assert!(more.contains(&StatusCode::TOO_MANY_REQUESTS), "the fallback did not limit");
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while decisions(&app, ANONYMOUS, "allowed").await == 5 && decisions(&app, ANONYMOUS, "limited").await == 0 {
+    while decisions(&app, ANONYMOUS, "allowed").await == allowed && decisions(&app, ANONYMOUS, "limited").await == 0 {
         assert!(Instant::now() < deadline, "Redis decisions never resumed");
         app.get("/nope").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
