@@ -230,6 +230,92 @@ mod otel {
         assert_eq!(logged["span"]["trace_id"], caller_trace, "logs and traces share the trace id");
     }
 
+    /// The JWKS fetch an unknown `kid` triggers during a request is part of that request's trace:
+    /// the provider receives a `traceparent` carrying the caller's trace id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_jwks_fetch_carries_the_callers_trace_context_to_the_provider() {
+        let collector = Recorder::start().await;
+        let provider = TraceparentRecorder::start().await;
+        let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+        let Some(mut env) = server_env(Backend::Sqlite, &database, false) else { return };
+        let issuer = format!("http://{}", provider.addr);
+        env.extend(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{}", collector.addr)),
+            ("PALISADE_AUTH__ISSUER", &issuer),
+            ("PALISADE_AUTH__AUDIENCE", "palisade"),
+            ("PALISADE_AUTH__JWKS_UNKNOWN_KID_COOLDOWN", "10ms"),
+        ]));
+        let server = Server::start(env).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        // Well-formed, signed by no one, naming a key the provider does not have: a refetch.
+        let token = "eyJhbGciOiJSUzI1NiIsImtpZCI6Im5vLXN1Y2gta2V5IiwidHlwIjoiSldUIn0.\
+                     eyJzdWIiOiJ4IiwiZXhwIjo0MTAyNDQ0ODAwfQ.c2lnbmF0dXJl";
+        let response = server
+            .client
+            .get(server.url("/api/v1/auth/me"))
+            .bearer_auth(token)
+            .header("traceparent", format!("00-{caller_trace}-00f067aa0ba902b7-01"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        server.stop().await;
+        let seen = provider.traceparents();
+        assert!(seen.len() >= 2, "expected the startup fetch and the refetch, got {seen:?}");
+        assert!(
+            seen.iter().flatten().any(|tp| tp.split('-').nth(1) == Some(caller_trace)),
+            "no JWKS fetch carried the caller's trace: {seen:?}"
+        );
+    }
+
+    /// A stand-in OIDC provider recording the `traceparent` of every JWKS fetch.
+    struct TraceparentRecorder {
+        addr: SocketAddr,
+        seen: Arc<Mutex<Vec<Option<String>>>>,
+        _task: JoinHandle<()>,
+    }
+
+    impl TraceparentRecorder {
+        async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let issuer = format!("http://{addr}");
+            let app = axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    axum::routing::get(move || {
+                        let issuer = issuer.clone();
+                        async move {
+                            axum::Json(serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
+                        }
+                    }),
+                )
+                .route(
+                    "/jwks",
+                    axum::routing::get(move |headers: axum::http::HeaderMap| {
+                        let record = record.clone();
+                        async move {
+                            let traceparent =
+                                headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                            record.lock().unwrap().push(traceparent);
+                            axum::Json(serde_json::json!({"keys": []}))
+                        }
+                    }),
+                );
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            Self { addr, seen, _task: task }
+        }
+
+        fn traceparents(&self) -> Vec<Option<String>> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_a_sampling_ratio_of_zero_only_traces_the_caller_sampled_are_exported() {
         let collector = Recorder::start().await;
