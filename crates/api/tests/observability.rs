@@ -105,6 +105,43 @@ async fn logs_are_json_lines_carrying_the_request_span_and_never_a_credential(ba
     assert_eq!(unmatched["span"]["status"], 404);
 }
 
+/// A tenant-scoped request's log line names its tenant (uuid) and user (subject): ids only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_request_is_logged_with_its_tenant_and_user_ids() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let Some(mut env) = server_env(Backend::Sqlite, &database, false) else { return };
+    env.extend(vars(&[("PALISADE_LOG__FORMAT", "json"), ("RUST_LOG", "info")]));
+    let server = Server::start(env).await;
+    let request = palisade_auth::DevTokenRequest {
+        subject: "user-7f3e".to_owned(),
+        tenant: Some("demo".to_owned()),
+        scopes: vec!["todos:read".to_owned()],
+        ttl: Duration::from_secs(600),
+    };
+    let token = palisade_auth::mint_dev_token(&palisade_auth::AuthConfig::default(), true, &request).expect("token");
+    let request_id = unique_name("obs-tenant");
+    let response = server
+        .client
+        .get(server.url("/api/v1/todos"))
+        .bearer_auth(&token)
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let output = server.stop().await;
+    let line = output
+        .stdout
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "request finished" && line["span"]["request_id"] == request_id.as_str())
+        .expect("the request's log line");
+    assert_eq!(line["span"]["user_id"], "user-7f3e", "{line}");
+    let tenant_id = line["span"]["tenant_id"].as_str().unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(tenant_id).is_ok(), "tenant_id must be the tenant's uuid: {line}");
+    assert!(!output.stdout.join("\n").contains(&token), "the token must never be logged");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_otlp_endpoint_logs_are_pretty_in_development_and_no_trace_context_is_read() {
     let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
