@@ -120,8 +120,9 @@ pub enum ErrorResponses {
     BadRequest(#[to_schema] ProblemDoc),
     #[response(
         status = 401,
-        description = "Missing or invalid token (see WWW-Authenticate)",
-        content_type = "application/problem+json"
+        description = "Missing or invalid token",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "RFC 6750 Bearer challenge with error and error_description"))
     )]
     Unauthorized(ProblemDoc),
     #[response(
@@ -158,7 +159,16 @@ pub enum ErrorResponses {
         content_type = "application/problem+json"
     )]
     Unprocessable(ProblemDoc),
-    #[response(status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json")]
+    #[response(
+        status = 429,
+        description = "Rate limited",
+        content_type = "application/problem+json",
+        headers(
+            ("Retry-After" = u32, description = "Seconds until a retry can succeed"),
+            ("RateLimit-Policy" = String, description = "IETF draft: the policies that applied"),
+            ("RateLimit" = String, description = "IETF draft: requests left and seconds until full")
+        )
+    )]
     TooManyRequests(ProblemDoc),
     #[response(
         status = 500,

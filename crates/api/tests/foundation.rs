@@ -92,16 +92,7 @@ async fn metrics_are_exported_with_route_templates_and_bounded_labels(backend: B
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    for name in [
-        "http_requests_total",
-        "http_request_duration_seconds",
-        "http_requests_in_flight",
-        "db_pool_connections",
-        "db_pool_max_connections",
-        "db_pool_acquire_timeouts_total",
-        "redis_up",
-        "build_info",
-    ] {
+    for name in palisade_ops::metrics::CONTRACT {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} not exported");
     }
     assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#), "{text}");

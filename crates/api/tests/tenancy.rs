@@ -472,6 +472,8 @@ async fn the_openapi_document_covers_every_api_route(backend: Backend) {
             }
         }
     }
+    let limited = &paths["/api/v1/todos"]["post"]["responses"]["429"]["headers"];
+    assert!(limited["Retry-After"].is_object() && limited["RateLimit"].is_object(), "429 headers undocumented");
     for schema in ["Todo", "NewTodo", "TodoPatch", "Tenant", "NewTenant", "User", "ProblemDoc", "AuditEvent"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
     }

@@ -20,6 +20,21 @@ use prometheus::{
 /// The route label of a request that matched no route.
 pub const UNMATCHED: &str = "unmatched";
 
+/// Every metric name DESIGN.md fixes; alert rules and dashboards depend on each.
+pub const CONTRACT: [&str; 11] = [
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "http_requests_in_flight",
+    "db_pool_connections",
+    "db_pool_max_connections",
+    "db_pool_acquire_timeouts_total",
+    "redis_up",
+    "redis_errors_total",
+    "rate_limit_decisions_total",
+    "auth_failures_total",
+    "build_info",
+];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -198,19 +213,7 @@ mod tests {
         metrics.rate_limit_decisions_total.with_label_values(&["anonymous", "allowed"]).inc();
         metrics.auth_failures_total.with_label_values(&["expired"]).inc();
         let text = metrics.render();
-        for name in [
-            "http_requests_total",
-            "http_request_duration_seconds",
-            "http_requests_in_flight",
-            "db_pool_connections",
-            "db_pool_max_connections",
-            "db_pool_acquire_timeouts_total",
-            "redis_up",
-            "redis_errors_total",
-            "rate_limit_decisions_total",
-            "auth_failures_total",
-            "build_info",
-        ] {
+        for name in CONTRACT {
             assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
         }
