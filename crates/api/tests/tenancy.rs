@@ -558,3 +558,56 @@ async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
     second.stop().await;
     first.stop().await;
 }
+
+async fn each_caller_has_its_own_budget_per_tenant_and_writes_a_tighter_one(backend: Backend) {
+    use palisade_edge::rate_limit::{AUTHENTICATED, Policy, WRITE};
+    let Some(app) = spawn_app(backend, |s| {
+        let per_minute = |burst| Policy { rate: 1, period: std::time::Duration::from_secs(60), burst };
+        s.rate_limit.policies.insert(AUTHENTICATED.to_owned(), per_minute(4));
+        s.rate_limit.policies.insert(WRITE.to_owned(), per_minute(2));
+        s.rate_limit.redis_timeout = std::time::Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.token(Some("demo"), "alice", RW);
+    let bob = app.token(Some("demo"), "bob", RW);
+    let mut writes = Vec::new();
+    for n in 0..3 {
+        writes.push(send(&app, Method::POST, "/api/v1/todos", &alice, Some(json!({"title": format!("t{n}")}))).await);
+    }
+    let statuses: Vec<StatusCode> = writes.iter().map(reqwest::Response::status).collect();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CREATED, StatusCode::TOO_MANY_REQUESTS]);
+    let refused = &writes[2];
+    assert!(refused.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let all = |response: &reqwest::Response, name: &str| {
+        response.headers().get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>().join(", ")
+    };
+    assert!(all(refused, "ratelimit").contains("\"write\";r=0"), "{:?}", refused.headers());
+    let read = send(&app, Method::GET, "/api/v1/todos", &alice, None).await;
+    assert_eq!(read.status(), StatusCode::OK, "reads have their own, larger budget");
+    assert!(all(&read, "ratelimit-policy").contains("\"authenticated\";q=4"), "{:?}", read.headers());
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &alice, None).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &bob, None).await.status(), StatusCode::OK, "bob's own budget");
+    app.stop().await;
+}
+
+on_both_backends!(each_caller_has_its_own_budget_per_tenant_and_writes_a_tighter_one);
+
+/// Outside development the server checks the role it connects as: a superuser (which bypasses
+/// row-level security) is refused at startup, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_production_refuses_to_run_as_a_superuser() {
+    let Some(database) = support::TestDatabase::create(Backend::Postgres).await else { return };
+    let mut settings = support::settings_for(Backend::Postgres, &database).expect("settings");
+    settings.environment = palisade_api::Environment::Production;
+    settings.auth.issuer = Some("https://issuer.example.com".to_owned());
+    settings.auth.audience = Some("palisade".to_owned());
+    settings.database.url = database.admin_url.clone().expect("owner url").into();
+    let error = palisade_api::Application::build(settings).await.expect_err("a superuser must be refused");
+    let message = error.to_string();
+    assert!(matches!(error, palisade_api::StartupError::Config(_)), "{message}");
+    assert!(message.contains("superuser"), "{message}");
+    assert!(message.contains("owns"), "the table owner is refused too: {message}");
+}
