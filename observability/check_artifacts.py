@@ -33,6 +33,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # no __pycache__ in the working tree
 import metric_names  # noqa: E402  (sibling module)
+from metric_names import dashboard_exprs  # noqa: E402
 
 ALERTS = HERE / "prometheus" / "alerts.yml"
 RUNBOOKS = REPO / "docs" / "runbooks"
@@ -81,23 +82,6 @@ def dashboards() -> dict[Path, dict]:
     if not out:
         problem(f"{DASHBOARDS.relative_to(REPO)}: no dashboards")
     return out
-
-
-def dashboard_exprs(doc: dict) -> list[str]:
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("expr"), str):
-                found.append(node["expr"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(doc.get("panels", []))
-    return found
 
 
 # ----------------------------------------------------------------------------------------------- rules

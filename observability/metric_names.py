@@ -235,15 +235,14 @@ def pyyaml_exprs(path: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def dashboard_names(path: Path) -> set[str]:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
+def dashboard_exprs(doc: dict) -> list[str]:
+    """Every PromQL `expr` string in a dashboard's panels (rows and nested panels included), in order."""
+    found: list[str] = []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
-            expr = node.get("expr")
-            if isinstance(expr, str):
-                names.update(promql_metric_names(expr))
+            if isinstance(node.get("expr"), str):
+                found.append(node["expr"])
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -251,6 +250,14 @@ def dashboard_names(path: Path) -> set[str]:
                 walk(value)
 
     walk(doc.get("panels", []))
+    return found
+
+
+def dashboard_names(path: Path) -> set[str]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for expr in dashboard_exprs(doc):
+        names.update(promql_metric_names(expr))
     for var in doc.get("templating", {}).get("list", []):
         if var.get("type") != "query":
             continue
