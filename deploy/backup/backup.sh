@@ -64,22 +64,9 @@ umask 077
 
 readonly PROG=backup.sh
 readonly TS_RE='^[0-9]{8}T[0-9]{6}Z$'
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/lib.sh"
 
-log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
-warn() { printf '[%s] WARNING: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-die() {
-	printf '[%s] ERROR: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2
-	exit 1
-}
-usage_error() {
-	printf '%s: %s (see %s --help)\n' "$PROG" "$*" "$PROG" >&2
-	exit 2
-}
-usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-
-now_epoch() {
-	if [[ -n ${EPOCHREALTIME:-} ]]; then printf '%s\n' "${EPOCHREALTIME/,/.}"; else date +%s; fi
-}
 human() { numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || printf '%s bytes' "$1"; }
 
 # --- arguments and configuration -------------------------------------------------------------
@@ -99,7 +86,7 @@ done
 
 DB=${PGDATABASE:-}
 [[ -n $DB ]] || usage_error "PGDATABASE is not set (it names the database to back up and its files)"
-[[ $DB =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] ||
+[[ $DB =~ $NAME_RE ]] ||
 	usage_error "PGDATABASE '$DB' contains characters that are unsafe in file names"
 BACKUP_DIR=${BACKUP_DIR:-/backups}
 BACKUP_ENCRYPTION=${BACKUP_ENCRYPTION:-none}
@@ -174,9 +161,7 @@ on_exit() {
 	fi
 }
 trap on_exit EXIT
-trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
-trap 'die "interrupted by SIGTERM"' TERM
-trap 'die "interrupted by SIGINT"' INT
+trap_errors
 
 # --- retention ------------------------------------------------------------------------------
 
@@ -185,7 +170,7 @@ trap 'die "interrupted by SIGINT"' INT
 # Names that are not backups of $DB are ignored. Calendar arithmetic is done here rather than with
 # `date`, so one stray file cannot break pruning and any POSIX awk (mawk in the image) works.
 retention_plan() {
-	awk -v p="${DB}_" 'index($0, p) == 1 && substr($0, length(p) + 1) ~ /^[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z\.dump(\.age|\.gpg)?$/' |
+	backup_names "$DB" |
 		LC_ALL=C sort -r -u |
 		awk -v n=$((${#DB} + 2)) -v kd="$BACKUP_KEEP_DAILY" -v kw="$BACKUP_KEEP_WEEKLY" \
 			-v km="$BACKUP_KEEP_MONTHLY" -v always="${KEEP_ALWAYS:-}" '
@@ -229,46 +214,46 @@ retention_plan() {
 }
 
 PRUNED=()
-prune_local() {
-	local plan line name kept=0
-	plan=$(find "$BACKUP_DIR" -maxdepth 1 -type f -printf '%f\n' | retention_plan)
+KEPT=0
+# apply_plan PLAN WHERE DELETE: carries out retention_plan's output PLAN for the store WHERE (a
+# directory or an s3:// prefix), calling the function DELETE with each pruned name; counts KEPT.
+apply_plan() {
+	local plan=$1 where=$2 delete=$3 line name
+	KEPT=0
 	while IFS= read -r line; do
 		[[ -n $line ]] || continue
 		name=${line#* }
 		name=${name%% *}
 		if [[ $line == keep* ]]; then
-			kept=$((kept + 1))
+			KEPT=$((KEPT + 1))
 		elif [[ $line == skip* ]]; then
-			warn "ignoring $BACKUP_DIR/$name: its timestamp is not a valid date"
+			warn "ignoring $where/$name: its timestamp is not a valid date"
 		else
-			rm -f -- "$BACKUP_DIR/$name" "$BACKUP_DIR/$name.sha256"
-			PRUNED+=("$BACKUP_DIR/$name")
-			log "pruned $BACKUP_DIR/$name"
+			"$delete" "$name"
+			PRUNED+=("$where/$name")
+			log "pruned $where/$name"
 		fi
 	done <<<"$plan"
-	log "retention (daily=$BACKUP_KEEP_DAILY weekly=$BACKUP_KEEP_WEEKLY monthly=$BACKUP_KEEP_MONTHLY): kept $kept in $BACKUP_DIR"
 }
 
+delete_local() { rm -f -- "$BACKUP_DIR/$1" "$BACKUP_DIR/$1.sha256"; }
+prune_local() {
+	local plan
+	plan=$(find "$BACKUP_DIR" -maxdepth 1 -type f -printf '%f\n' | retention_plan)
+	apply_plan "$plan" "$BACKUP_DIR" delete_local
+	log "retention (daily=$BACKUP_KEEP_DAILY weekly=$BACKUP_KEEP_WEEKLY monthly=$BACKUP_KEEP_MONTHLY): kept $KEPT in $BACKUP_DIR"
+}
+
+delete_s3() {
+	"${AWS[@]}" s3 rm --only-show-errors "$BACKUP_S3_URI/$1" || die "could not delete $BACKUP_S3_URI/$1"
+	"${AWS[@]}" s3 rm --only-show-errors "$BACKUP_S3_URI/$1.sha256" || warn "could not delete $BACKUP_S3_URI/$1.sha256"
+}
 prune_s3() {
-	local listing plan line name kept=0
+	local listing plan
 	listing=$("${AWS[@]}" s3 ls "$BACKUP_S3_URI/") || die "could not list $BACKUP_S3_URI/ for retention"
 	plan=$(awk '$1 != "PRE" { print $NF }' <<<"$listing" | retention_plan)
-	while IFS= read -r line; do
-		[[ -n $line ]] || continue
-		name=${line#* }
-		name=${name%% *}
-		if [[ $line == keep* ]]; then
-			kept=$((kept + 1))
-		elif [[ $line == skip* ]]; then
-			warn "ignoring $BACKUP_S3_URI/$name: its timestamp is not a valid date"
-		else
-			"${AWS[@]}" s3 rm --only-show-errors "$BACKUP_S3_URI/$name" || die "could not delete $BACKUP_S3_URI/$name"
-			"${AWS[@]}" s3 rm --only-show-errors "$BACKUP_S3_URI/$name.sha256" || warn "could not delete $BACKUP_S3_URI/$name.sha256"
-			PRUNED+=("$BACKUP_S3_URI/$name")
-			log "pruned $BACKUP_S3_URI/$name"
-		fi
-	done <<<"$plan"
-	log "retention: kept $kept in $BACKUP_S3_URI/"
+	apply_plan "$plan" "$BACKUP_S3_URI" delete_s3
+	log "retention: kept $KEPT in $BACKUP_S3_URI/"
 }
 
 # --- setup ----------------------------------------------------------------------------------
@@ -308,7 +293,7 @@ WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/palisade-backup.XXXXXX")
 
 # --- preflight: can we connect, and will RLS hide rows from us? ------------------------------
 
-preflight=$(psql -X -w -q -At -F ' ' -v ON_ERROR_STOP=1 -c "
+preflight=$(sql "$DB" -F ' ' -c "
 	SELECT r.rolsuper OR r.rolbypassrls,
 	       (SELECT count(*) FROM pg_class c
 	        WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity

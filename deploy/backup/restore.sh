@@ -36,22 +36,8 @@ set -Eeuo pipefail
 umask 077
 
 readonly PROG=restore.sh
-
-log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
-warn() { printf '[%s] WARNING: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-die() {
-	printf '[%s] ERROR: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >&2
-	exit "${2:-1}"
-}
-usage_error() {
-	printf '%s: %s (see %s --help)\n' "$PROG" "$*" "$PROG" >&2
-	exit 2
-}
-usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-now_epoch() {
-	if [[ -n ${EPOCHREALTIME:-} ]]; then printf '%s\n' "${EPOCHREALTIME/,/.}"; else date +%s; fi
-}
-readonly NAME_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]*$'
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/lib.sh"
 
 FILE=
 TARGET=${PGDATABASE:-}
@@ -72,15 +58,7 @@ while (($#)); do
 	--no-owner) PG_RESTORE_EXTRA+=(--no-owner) ;;
 	--no-privileges) PG_RESTORE_EXTRA+=(--no-privileges) ;;
 	--skip-checksum) SKIP_CHECKSUM=1 ;;
-	-h | --help)
-		usage
-		exit 0
-		;;
-	-*) usage_error "unknown option: $1" ;;
-	*)
-		[[ -z $FILE ]] || usage_error "only one FILE may be given"
-		FILE=$1
-		;;
+	*) file_arg "$1" ;;
 	esac
 	shift
 done
@@ -99,27 +77,13 @@ on_exit() {
 	rm -rf -- "$WORK_DIR"
 }
 trap on_exit EXIT
-trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
-trap 'die "interrupted by SIGTERM"' TERM
-trap 'die "interrupted by SIGINT"' INT
-
-# psql against a database, unaligned, variables passed with -v NAME=VALUE, SQL on stdin.
-sql() {
-	local db=$1
-	shift
-	psql -X -w -q -At -v ON_ERROR_STOP=1 --dbname="$db" "$@"
-}
+trap_errors
 
 # --- choose the backup -----------------------------------------------------------------------
 
 if [[ -z $FILE ]]; then
 	src=${PGDATABASE:-$TARGET}
-	[[ -d $BACKUP_DIR ]] || die "BACKUP_DIR '$BACKUP_DIR' does not exist; pass the backup FILE explicitly"
-	FILE=$(find "$BACKUP_DIR" -maxdepth 1 -type f -printf '%f\n' |
-		awk -v p="${src}_" 'index($0, p) == 1 && substr($0, length(p) + 1) ~ /^[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z\.dump(\.age|\.gpg)?$/' |
-		LC_ALL=C sort -r | head -n 1)
-	[[ -n $FILE ]] || die "no backups of '$src' found in $BACKUP_DIR"
-	FILE=$BACKUP_DIR/$FILE
+	newest_backup "$src"
 	log "newest backup of '$src' in $BACKUP_DIR: $FILE"
 fi
 

@@ -29,54 +29,29 @@ set -Eeuo pipefail
 umask 077
 
 readonly PROG=verify.sh
-
-log() { printf '[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
-warn() { printf '[%s] WARNING: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-die() {
-	printf '[%s] ERROR: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >&2
-	exit 1
-}
-usage_error() {
-	printf '%s: %s (see %s --help)\n' "$PROG" "$*" "$PROG" >&2
-	exit 2
-}
-usage() { sed -n '2,/^set -Eeuo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/lib.sh"
 
 KEEP=0
 FILE=
 while (($#)); do
 	case $1 in
 	--keep) KEEP=1 ;;
-	-h | --help)
-		usage
-		exit 0
-		;;
-	-*) usage_error "unknown option: $1" ;;
-	*)
-		[[ -z $FILE ]] || usage_error "only one FILE may be given"
-		FILE=$1
-		;;
+	*) file_arg "$1" ;;
 	esac
 	shift
 done
 
 SOURCE=${PGDATABASE:-}
 [[ -n $SOURCE ]] || usage_error "PGDATABASE (the source database to compare with) is not set"
-[[ $SOURCE =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]*$ ]] || usage_error "PGDATABASE '$SOURCE' is not a plain name"
+[[ $SOURCE =~ $NAME_RE ]] || usage_error "PGDATABASE '$SOURCE' is not a plain name"
 BACKUP_DIR=${BACKUP_DIR:-/backups}
 MAINTENANCE_DB=${BACKUP_MAINTENANCE_DB:-postgres}
 
 here=$(dirname -- "$(readlink -f -- "$0")")
 if [[ -x $here/restore.sh ]]; then RESTORE=$here/restore.sh; else RESTORE=$(command -v restore.sh) || die "restore.sh not found next to $0 or on PATH"; fi
 
-if [[ -z $FILE ]]; then
-	[[ -d $BACKUP_DIR ]] || die "BACKUP_DIR '$BACKUP_DIR' does not exist; pass the backup FILE explicitly"
-	FILE=$(find "$BACKUP_DIR" -maxdepth 1 -type f -printf '%f\n' |
-		awk -v p="${SOURCE}_" 'index($0, p) == 1 && substr($0, length(p) + 1) ~ /^[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z\.dump(\.age|\.gpg)?$/' |
-		LC_ALL=C sort -r | head -n 1)
-	[[ -n $FILE ]] || die "no backups of '$SOURCE' found in $BACKUP_DIR"
-	FILE=$BACKUP_DIR/$FILE
-fi
+if [[ -z $FILE ]]; then newest_backup "$SOURCE"; fi
 
 SCRATCH="${SOURCE:0:32}_drill_$(date -u +%Y%m%d%H%M%S)_$$"
 WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/palisade-verify.XXXXXX")
@@ -96,13 +71,11 @@ on_exit() {
 	exit "$rc"
 }
 trap on_exit EXIT
-trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
-trap 'die "interrupted by SIGTERM"' TERM
-trap 'die "interrupted by SIGINT"' INT
+trap_errors
 
 # One line per fact, sorted, so two databases compare with diff.
 describe() {
-	psql -X -w -q -At -v ON_ERROR_STOP=1 --dbname="$1" <<'SQL'
+	sql "$1" <<'SQL'
 SET row_security = off;
 WITH rels AS (
     SELECT c.oid, c.relname, c.relkind, n.nspname, c.relrowsecurity, c.relforcerowsecurity,

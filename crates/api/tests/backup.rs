@@ -421,16 +421,33 @@ fn dumps(dir: &Path, db: &str) -> Vec<String> {
     listing(dir).into_iter().filter(|n| n.starts_with(&format!("{db}_")) && !n.ends_with(".sha256")).collect()
 }
 
-fn backup(pg: &Pg, db: &str, dir: &Path) -> Command {
+/// `bash deploy/backup/<name>` connected as `pg`, with PGDATABASE=`db` and BACKUP_DIR=`dir`.
+fn backup_script(pg: &Pg, name: &str, db: &str, dir: &Path) -> Command {
     let mut cmd = pg.command("bash");
-    cmd.arg(script("backup.sh")).env("PGDATABASE", db).env("BACKUP_DIR", dir);
+    cmd.arg(script(name)).env("PGDATABASE", db).env("BACKUP_DIR", dir);
     cmd
 }
 
+fn backup(pg: &Pg, db: &str, dir: &Path) -> Command {
+    backup_script(pg, "backup.sh", db, dir)
+}
+
 fn restore(pg: &Pg, db: &str, dir: &Path) -> Command {
-    let mut cmd = pg.command("bash");
-    cmd.arg(script("restore.sh")).env("PGDATABASE", db).env("BACKUP_DIR", dir);
-    cmd
+    backup_script(pg, "restore.sh", db, dir)
+}
+
+fn verify(pg: &Pg, db: &str, dir: &Path) -> Command {
+    backup_script(pg, "verify.sh", db, dir)
+}
+
+/// How many scratch databases of the restore drill for `db` exist (verify.sh names them
+/// `<first 32 characters of db>_drill_<time>_<pid>`).
+fn drill_databases(pg: &Pg, db: &str) -> i64 {
+    count(
+        pg,
+        &pg.admin_db,
+        &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_drill\\_%'", &db[..32.min(db.len())]),
+    )
 }
 
 /// Takes one backup of `db` into `dir` and returns the path of the dump.
@@ -442,12 +459,30 @@ fn take_backup(pg: &Pg, db: &str, dir: &Path) -> PathBuf {
     dir.join(&found[0])
 }
 
+/// A seeded database with one backup of it: the database, the directory of the backup, the dump.
+fn backed_up_database(pg: &Pg) -> (Database, TempDir, PathBuf) {
+    let db = pg.seeded_database();
+    let dir = TempDir::new();
+    let dump = take_backup(pg, &db.name, dir.path());
+    (db, dir, dump)
+}
+
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A directory for the keys of the `tool` encryption test, or `None` (with a notice that the test
+/// was skipped) when one of `programs` is not installed.
+fn encryption_keys(tool: &str, programs: &[&str]) -> Option<TempDir> {
+    if programs.iter().all(|program| have(program)) {
+        return Some(TempDir::new());
+    }
+    notice(&format!("SKIPPED: {tool} is not installed; the {tool} encryption test did not run"));
+    None
 }
 
 fn write_executable(path: &Path, text: &str) {
@@ -662,13 +697,9 @@ fn a_backup_restores_every_row_and_every_rls_policy_into_a_recreated_database() 
 #[test]
 fn an_age_encrypted_backup_is_unreadable_without_the_identity_and_restores_with_it() {
     let Some(pg) = postgres() else { return };
-    if !have("age") || !have("age-keygen") {
-        notice("SKIPPED: age is not installed; the age encryption test did not run");
-        return;
-    }
+    let Some(keys) = encryption_keys("age", &["age", "age-keygen"]) else { return };
     let db = pg.seeded_database();
     let dir = TempDir::new();
-    let keys = TempDir::new();
     let identity = keys.path().join("identity.txt");
     let recipients = keys.path().join("recipients.txt");
     assert_success(&run(Command::new("age-keygen").arg("-o").arg(&identity)), "age-keygen");
@@ -702,13 +733,9 @@ fn an_age_encrypted_backup_is_unreadable_without_the_identity_and_restores_with_
 #[test]
 fn a_gpg_encrypted_backup_restores_with_its_passphrase_file() {
     let Some(pg) = postgres() else { return };
-    if !have("gpg") {
-        notice("SKIPPED: gpg is not installed; the gpg encryption test did not run");
-        return;
-    }
+    let Some(keys) = encryption_keys("gpg", &["gpg"]) else { return };
     let db = pg.seeded_database();
     let dir = TempDir::new();
-    let keys = TempDir::new();
     let passphrase = keys.path().join("passphrase");
     fs::write(&passphrase, "correct horse battery staple\n").expect("write passphrase");
     let before = fingerprint(&pg, &db.name);
@@ -729,59 +756,35 @@ fn a_gpg_encrypted_backup_restores_with_its_passphrase_file() {
 #[test]
 fn the_restore_drill_passes_on_a_good_backup_and_drops_its_scratch_database() {
     let Some(pg) = postgres() else { return };
-    let db = pg.seeded_database();
-    let dir = TempDir::new();
-    take_backup(&pg, &db.name, dir.path());
+    let (db, dir, _) = backed_up_database(&pg);
 
-    let out =
-        run(pg.command("bash").arg(script("verify.sh")).env("PGDATABASE", &db.name).env("BACKUP_DIR", dir.path()));
+    let out = run(&mut verify(&pg, &db.name, dir.path()));
     assert_success(&out, "verify.sh");
     assert!(String::from_utf8_lossy(&out.stdout).contains("PASSED"), "{}", describe(&out));
-    let scratch = count(
-        &pg,
-        &pg.admin_db,
-        &format!(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_drill\\_%'",
-            &db.name[..32.min(db.name.len())]
-        ),
-    );
-    assert_eq!(scratch, 0, "the drill dropped its scratch database");
+    assert_eq!(drill_databases(&pg, &db.name), 0, "the drill dropped its scratch database");
 }
 
 #[test]
 fn the_restore_drill_fails_when_the_backup_does_not_match_the_source() {
     let Some(pg) = postgres() else { return };
-    let db = pg.seeded_database();
-    let dir = TempDir::new();
-    take_backup(&pg, &db.name, dir.path());
+    let (db, dir, _) = backed_up_database(&pg);
     // The source moves on after the backup: a policy is dropped and a row deleted.
     pg.psql(
         &db.name,
         "DROP POLICY tenant_isolation ON audit_events; DELETE FROM users WHERE subject = 'bob@acme.test';",
     );
 
-    let out =
-        run(pg.command("bash").arg(script("verify.sh")).env("PGDATABASE", &db.name).env("BACKUP_DIR", dir.path()));
+    let out = run(&mut verify(&pg, &db.name, dir.path()));
     assert_failure(&out, "verify.sh on a mismatching backup");
     let err = stderr(&out);
     assert!(err.contains("tenant_isolation") && err.contains("rows public.users"), "diff shown:\n{err}");
-    let scratch = count(
-        &pg,
-        &pg.admin_db,
-        &format!(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_drill\\_%'",
-            &db.name[..32.min(db.name.len())]
-        ),
-    );
-    assert_eq!(scratch, 0, "the failed drill still dropped its scratch database");
+    assert_eq!(drill_databases(&pg, &db.name), 0, "the failed drill still dropped its scratch database");
 }
 
 #[test]
 fn a_corrupted_dump_is_refused_by_its_checksum() {
     let Some(pg) = postgres() else { return };
-    let db = pg.seeded_database();
-    let dir = TempDir::new();
-    let dump = take_backup(&pg, &db.name, dir.path());
+    let (db, dir, dump) = backed_up_database(&pg);
     let mut bytes = fs::read(&dump).expect("read dump");
     let middle = bytes.len() / 2;
     for b in &mut bytes[middle..middle + 16] {
