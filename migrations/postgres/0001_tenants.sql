@@ -17,7 +17,12 @@ $$;
 
 CREATE TABLE tenants (
     id uuid PRIMARY KEY,
-    slug text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
+    -- A DNS label that does not spell a uuid (tenants are named by slug or by id).
+    slug text NOT NULL UNIQUE CHECK (
+        slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'
+        AND slug !~ '^[0-9a-f]{32}$'
+        AND slug !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+    ),
     name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
     status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     created_at timestamptz NOT NULL DEFAULT now(),

@@ -130,7 +130,11 @@ impl Application {
         if let Some(pinger) = pinger {
             pinger.abort();
         }
-        state.db.close().await;
+        // Connections still checked out by requests abandoned at the deadline would hold this
+        // up; the process is exiting, so give closing a bound of its own.
+        if tokio::time::timeout(Duration::from_secs(5), state.db.close()).await.is_err() {
+            tracing::warn!("database pool did not close in time; exiting anyway");
+        }
         if let Some(sentry) = sentry {
             sentry.close().await;
         }

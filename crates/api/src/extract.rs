@@ -112,3 +112,16 @@ fn field_errors(errors: &ValidationErrors, prefix: &str) -> Vec<FieldError> {
     out.sort_by(|a, b| a.field.cmp(&b.field));
     out
 }
+
+/// Deserializes a string with surrounding whitespace removed, so validation sees what is stored
+/// (`"   "` is an empty title, refused with 422, not stored as "").
+pub fn trimmed<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let value = <String as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(value.trim().to_owned())
+}
+
+/// [`trimmed`] for optional fields (use with `#[serde(default)]`).
+pub fn trimmed_option<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let value = <Option<String> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(value.map(|v| v.trim().to_owned()))
+}

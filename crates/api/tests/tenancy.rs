@@ -226,7 +226,13 @@ async fn todo_bodies_are_validated_with_field_errors(backend: Backend) {
     let Some(app) = spawn_app(backend, |_| {}).await else { return };
     let token = app.token(Some("demo"), "alice", RW);
     let long = "x".repeat(501);
-    for (body, field) in [(json!({"title": ""}), "title"), (json!({"title": long}), "title"), (json!({}), "title")] {
+    let cases = [
+        (json!({"title": ""}), "title"),
+        (json!({"title": "   \t "}), "title"),
+        (json!({"title": long}), "title"),
+        (json!({}), "title"),
+    ];
+    for (body, field) in cases {
         let response = send(&app, Method::POST, "/api/v1/todos", &token, Some(body)).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let problem: Value = response.json().await.unwrap();
@@ -339,7 +345,9 @@ async fn an_audit_event_is_rolled_back_with_its_transaction(backend: Backend) {
     let before = audit_actions(&app, &admin).await.len();
     let mut session = palisade_tenancy::TenantSession::begin(&app.state.db, tenant_id).await.unwrap();
     let change = palisade_tenancy::audit::Change { action: "todo.created", resource_type: "todo", resource_id: "x" };
-    palisade_tenancy::audit::record(session.tx(), tenant_id, "ghost", change, &Default::default()).await.unwrap();
+    palisade_tenancy::audit::record(session.tx().await.unwrap(), tenant_id, "ghost", change, &Default::default())
+        .await
+        .unwrap();
     drop(session);
     assert_eq!(audit_actions(&app, &admin).await.len(), before, "an uncommitted audit event must vanish");
     let stale = app
@@ -610,4 +618,128 @@ async fn on_postgres_production_refuses_to_run_as_a_superuser() {
     assert!(matches!(error, palisade_api::StartupError::Config(_)), "{message}");
     assert!(message.contains("superuser"), "{message}");
     assert!(message.contains("owns"), "the table owner is refused too: {message}");
+}
+
+on_both_backends!(
+    a_slug_that_spells_a_uuid_is_refused,
+    a_tenant_admin_revokes_by_jti_only_within_its_own_tenant,
+    a_token_bound_to_a_tenant_is_refused_in_another_whatever_the_resolution_order,
+    every_spelling_of_a_suspended_tenants_id_is_refused,
+    a_slowly_uploaded_body_holds_no_transaction_open,
+);
+
+async fn a_slug_that_spells_a_uuid_is_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let admin = app.token(None, "operator", &["platform:admin"]);
+    let demo: Value = send(&app, Method::GET, "/api/v1/tenants?limit=1", &admin, None).await.json().await.unwrap();
+    let demo_id: uuid::Uuid = demo["items"][0]["id"].as_str().unwrap().parse().unwrap();
+    for slug in [demo_id.simple().to_string(), demo_id.to_string()] {
+        let response =
+            send(&app, Method::POST, "/api/v1/tenants", &admin, Some(json!({"slug": slug, "name": "x"}))).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{slug}");
+    }
+    app.stop().await;
+}
+
+async fn a_tenant_admin_revokes_by_jti_only_within_its_own_tenant(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("tenant-a").await;
+    app.create_tenant("tenant-b").await;
+    let admin_a = app.token(Some("tenant-a"), "boss-a", &["tenant:admin"]);
+    let user_a = app.token(Some("tenant-a"), "alice", RW);
+    let user_b = app.token(Some("tenant-b"), "bob", RW);
+    let (jti_a, jti_b) = (jti_of(&app, &user_a).await, jti_of(&app, &user_b).await);
+    for target in [&jti_b, &jti_a] {
+        let revoked = send(&app, Method::POST, "/api/v1/auth/revoke", &admin_a, Some(json!({"jti": target}))).await;
+        assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(
+        send(&app, Method::GET, "/api/v1/auth/me", &user_b, None).await.status(),
+        StatusCode::OK,
+        "other tenant"
+    );
+    assert_eq!(send(&app, Method::GET, "/api/v1/auth/me", &user_a, None).await.status(), StatusCode::UNAUTHORIZED);
+
+    let huge = send(&app, Method::POST, "/api/v1/auth/revoke", &admin_a, Some(json!({"jti": "x".repeat(1000)}))).await;
+    assert_eq!(huge.status(), StatusCode::BAD_REQUEST);
+    let far = json!({"jti": "some-jti", "expires_at": "9999-12-31T23:59:59Z"});
+    assert_eq!(
+        send(&app, Method::POST, "/api/v1/auth/revoke", &admin_a, Some(far)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.stop().await;
+}
+
+async fn a_token_bound_to_a_tenant_is_refused_in_another_whatever_the_resolution_order(backend: Backend) {
+    use palisade_tenancy::TenantSource;
+    let Some(app) = spawn_app(backend, |s| s.tenancy.resolution_order = vec![TenantSource::Header]).await else {
+        return;
+    };
+    app.create_tenant("tenant-a").await;
+    app.create_tenant("tenant-b").await;
+    let bob = app.token(Some("tenant-a"), "bob", RW);
+    let elsewhere = app.client.get(app.url("/api/v1/todos")).bearer_auth(&bob).header("x-tenant-id", "tenant-b");
+    assert_eq!(elsewhere.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let home = app.client.get(app.url("/api/v1/todos")).bearer_auth(&bob).header("x-tenant-id", "tenant-a");
+    assert_eq!(home.send().await.unwrap().status(), StatusCode::OK);
+    app.stop().await;
+}
+
+async fn every_spelling_of_a_suspended_tenants_id_is_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let tenant = app.create_tenant("spelled").await;
+    let id: uuid::Uuid = tenant["id"].as_str().unwrap().parse().unwrap();
+    let operator = app.token(None, "operator", &["todos:read", "platform:admin"]);
+    let spellings = [id.to_string(), id.to_string().to_uppercase(), id.simple().to_string()];
+    for spelling in &spellings {
+        let ok = app.client.get(app.url("/api/v1/todos")).bearer_auth(&operator).header("x-tenant-id", spelling);
+        assert_eq!(ok.send().await.unwrap().status(), StatusCode::OK, "{spelling}");
+    }
+    send(&app, Method::POST, &format!("/api/v1/tenants/{id}/suspend"), &operator, None).await;
+    for spelling in &spellings {
+        let refused = app.client.get(app.url("/api/v1/todos")).bearer_auth(&operator).header("x-tenant-id", spelling);
+        assert_eq!(refused.send().await.unwrap().status(), StatusCode::FORBIDDEN, "{spelling}");
+    }
+    app.stop().await;
+}
+
+/// A client uploading its body slowly must not hold a transaction (on SQLite: the write lock)
+/// while it does: other callers are served meanwhile, and the slow request still completes.
+async fn a_slowly_uploaded_body_holds_no_transaction_open(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let slow_token = app.token(Some("demo"), "slow", RW);
+    let other = app.token(Some("demo"), "other", RW);
+    send(&app, Method::GET, "/api/v1/todos", &other, None).await;
+    let body = br#"{"title":"uploaded slowly"}"#;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/todos HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {slow_token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.addr,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let created = send(&app, Method::POST, "/api/v1/todos", &other, Some(json!({"title": "meanwhile"}))).await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "waited {:?} behind a slow upload",
+            started.elapsed()
+        );
+    }
+    slow.write_all(&body[5..]).await.unwrap();
+    let mut answer = vec![0u8; 32];
+    let read = slow.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 201"));
+    app.stop().await;
+}
+
+async fn jti_of(app: &TestApp, token: &str) -> String {
+    let me: Value = send(app, Method::GET, "/api/v1/auth/me", token, None).await.json().await.unwrap();
+    me["jti"].as_str().unwrap().to_owned()
 }

@@ -24,6 +24,19 @@ use crate::{
 /// While Redis is unreachable in `open` mode every request would log; once per this is enough.
 const OPEN_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A jti worth storing: 1–255 visible ASCII characters (anything else is no token id of ours,
+/// and an unbounded one would let a caller fill the revocation list).
+fn is_revocable_jti(jti: &str) -> bool {
+    !jti.is_empty() && jti.len() <= 255 && jti.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The revocation list's key for a token: its tenant claim and its jti. The tenant part is
+/// length-prefixed so no choice of the two can collide with another.
+fn revocation_key(tenant: Option<&str>, jti: &str) -> String {
+    let tenant = tenant.unwrap_or("");
+    format!("{}:{tenant}:{jti}", tenant.len())
+}
+
 /// How tokens are verified: by the issuer's published keys, or by the development secret.
 #[derive(Debug)]
 enum Mode {
@@ -172,16 +185,21 @@ impl Authenticator {
         self.counted(result)
     }
 
-    /// Revokes the token with id `jti` until it expires at `expires_at`; every replica sharing the
-    /// Redis refuses it from then on. Fails (503) rather than pretend when the list cannot be
-    /// written, whatever `revocation_failure_mode` says.
-    pub async fn revoke(&self, jti: &str, expires_at: OffsetDateTime) -> Result<(), AuthError> {
-        if jti.is_empty() {
+    /// Revokes the token with id `jti` whose tenant claim is `tenant`, until it expires at
+    /// `expires_at`; every replica sharing the Redis refuses it from then on. Revocations are
+    /// keyed by tenant claim and jti together, so revoking by jti reaches only tokens of the
+    /// revoker's own tenant. Fails (503) rather than pretend when the list cannot be written,
+    /// whatever `revocation_failure_mode` says.
+    pub async fn revoke(&self, tenant: Option<&str>, jti: &str, expires_at: OffsetDateTime) -> Result<(), AuthError> {
+        if !is_revocable_jti(jti) {
             return Err(AuthError::NotRevocable);
         }
         // The token stays acceptable for `leeway` after its exp, so the entry must outlive it.
-        let until = expires_at + self.leeway;
-        match self.revocations.revoke(jti, until).await {
+        let until = time::Duration::try_from(self.leeway)
+            .ok()
+            .and_then(|leeway| expires_at.checked_add(leeway))
+            .unwrap_or(expires_at);
+        match self.revocations.revoke(&revocation_key(tenant, jti), until).await {
             Ok(()) => {
                 tracing::info!("access token revoked");
                 Ok(())
@@ -197,7 +215,7 @@ impl Authenticator {
     /// Revokes the token an [`AuthContext`] came from (`POST /api/v1/auth/revoke`).
     pub async fn revoke_context(&self, context: &AuthContext) -> Result<(), AuthError> {
         let jti = context.jti.as_deref().ok_or(AuthError::NotRevocable)?;
-        self.revoke(jti, context.expires_at).await
+        self.revoke(context.tenant.as_deref(), jti, context.expires_at).await
     }
 
     /// Mints a development token with this authenticator's secret and claims (development mode
@@ -273,7 +291,7 @@ impl Authenticator {
         let Some(jti) = context.jti.as_deref() else {
             return Ok(context);
         };
-        match self.revocations.is_revoked(jti).await {
+        match self.revocations.is_revoked(&revocation_key(context.tenant.as_deref(), jti)).await {
             Ok(false) => Ok(context),
             Ok(true) => Err(AuthError::Revoked),
             Err(error) => match self.failure_mode {

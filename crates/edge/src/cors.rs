@@ -43,6 +43,7 @@ impl Default for CorsConfig {
             allowed_headers: strings(&[
                 "authorization",
                 "content-type",
+                "idempotency-key",
                 "if-match",
                 "if-none-match",
                 "x-request-id",
@@ -50,6 +51,7 @@ impl Default for CorsConfig {
             ]),
             exposed_headers: strings(&[
                 "etag",
+                "idempotent-replayed",
                 "location",
                 "retry-after",
                 "ratelimit",

@@ -118,7 +118,7 @@ where
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_timeout) => {
-            tracing::warn!("shutdown deadline passed with connections still open; closing them");
+            tracing::warn!("shutdown deadline passed with connections still open; abandoning them");
         }
     }
     Ok(())

@@ -180,7 +180,12 @@ impl Database {
                     .disable_statement_logging();
                 if !config.statement_timeout.is_zero() {
                     let millis = config.statement_timeout.as_millis().to_string();
-                    options = options.options([("statement_timeout", millis.as_str())]);
+                    // A session idle inside a transaction (a stuck client, a bug) is ended after
+                    // the same bound, so it cannot hold locks and a pool slot indefinitely.
+                    options = options.options([
+                        ("statement_timeout", millis.as_str()),
+                        ("idle_in_transaction_session_timeout", millis.as_str()),
+                    ]);
                 }
                 let pool = PgPoolOptions::new()
                     .max_connections(config.max_connections)
@@ -263,7 +268,8 @@ impl Database {
         };
         let (user, superuser, bypass_rls, owned): (String, bool, bool, i64) = sqlx::query_as(
             "SELECT current_user::text, r.rolsuper, r.rolbypassrls, \
-                    (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user) \
+                    (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' \
+                       AND pg_has_role(current_user, t.tableowner, 'MEMBER')) \
              FROM pg_roles r WHERE r.rolname = current_user",
         )
         .fetch_one(pool)

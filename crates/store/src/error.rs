@@ -11,6 +11,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("timed out waiting for a database connection")]
     PoolTimeout,
+    /// SQLite's single writer stayed busy past `busy_timeout`: overload, not a bug.
+    #[error("the database is busy")]
+    Busy,
     #[error("database error: {0}")]
     Query(#[source] sqlx::Error),
     #[error("cannot create the database directory {path}: {source}")]
@@ -23,6 +26,13 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut => Self::PoolTimeout,
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes (low byte).
+            sqlx::Error::Database(ref db)
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                    && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+            {
+                Self::Busy
+            }
             other => Self::Query(other),
         }
     }

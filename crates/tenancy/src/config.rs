@@ -19,7 +19,8 @@ pub enum TenantSource {
 #[serde(deny_unknown_fields, default)]
 pub struct TenancyConfig {
     /// Sources consulted, in order; the first present one names the tenant and every other present
-    /// one must agree (403 otherwise). Sources not listed are ignored.
+    /// one must agree (403 otherwise). A token's tenant claim must agree even when `claim` is not
+    /// listed; leaving it out lets tokens without a claim choose a tenant by header or subdomain.
     pub resolution_order: Vec<TenantSource>,
     /// With `acme.example.com` as base domain, `t1.acme.example.com` names tenant `t1`.
     pub base_domain: Option<String>,
@@ -41,5 +42,29 @@ impl Default for TenancyConfig {
             cache_capacity: 10_000,
             seed_demo_tenant: true,
         }
+    }
+}
+
+impl TenancyConfig {
+    /// Every problem with this section.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.resolution_order.is_empty() {
+            problems.push("tenancy.resolution_order is empty: no request could name a tenant".to_owned());
+        }
+        let mut seen = Vec::new();
+        for source in &self.resolution_order {
+            if seen.contains(source) {
+                problems.push(format!("tenancy.resolution_order lists {source:?} twice"));
+            }
+            seen.push(*source);
+        }
+        if self.resolution_order.contains(&TenantSource::Subdomain) && self.base_domain.as_deref() == Some("") {
+            problems.push("tenancy.base_domain is empty; unset it or name the domain".to_owned());
+        }
+        if self.cache_capacity == 0 {
+            problems.push("tenancy.cache_capacity must be greater than 0".to_owned());
+        }
+        problems
     }
 }

@@ -72,7 +72,7 @@ impl TenantContext {
 
     /// Appends an audit event for a change made in this session, acting as the caller.
     pub async fn audit(&mut self, change: Change<'_>) -> Result<(), TenancyError> {
-        audit::record(self.session.tx(), self.tenant.id, &self.auth.subject, change, &self.meta).await
+        audit::record(self.session.tx().await?, self.tenant.id, &self.auth.subject, change, &self.meta).await
     }
 }
 
@@ -87,6 +87,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AuthContext::from_request_parts(parts, state).await.map_err(Problem::from)?;
+        if auth.subject.chars().count() > 255 {
+            return Err(TenancyError::SubjectTooLong.into());
+        }
         let tenancy = Tenancy::from_ref(state);
         let header = parts.headers.get("x-tenant-id").map(|v| resolve::parse_header(v.as_bytes())).transpose()?;
         let subdomain = tenancy.config.base_domain.as_deref().and_then(|base| {
@@ -106,16 +109,18 @@ where
         }
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
-        let mut session = TenantSession::begin(db, tenant.id).await?;
-        let (user, created) = users::provision(session.tx(), tenant.id, &auth.subject).await?;
+        // The user is looked up (and provisioned on first sight) in a short transaction of its
+        // own: provisioning must survive a read-only request, and the handler's session must not
+        // be open while its body is still arriving.
+        let mut setup = TenantSession::begin(db, tenant.id).await?;
+        let (user, created) = users::provision(setup.tx().await?, tenant.id, &auth.subject).await?;
         if created {
-            // Provisioning must survive a read-only request that never commits its session.
             let change =
                 Change { action: "user.provisioned", resource_type: "user", resource_id: &user.id.to_string() };
-            audit::record(session.tx(), tenant.id, &auth.subject, change, &meta).await?;
-            session.commit().await?;
-            session = TenantSession::begin(db, tenant.id).await?;
+            audit::record(setup.tx().await?, tenant.id, &auth.subject, change, &meta).await?;
         }
+        setup.commit().await?;
+        let session = TenantSession::lazy(db.clone(), tenant.id);
         Ok(Self { tenant, auth, user, session, meta })
     }
 }

@@ -20,6 +20,8 @@ pub enum TenancyError {
     TenantMismatch(&'static str, &'static str),
     #[error("the token is not bound to a tenant; only platform admins may choose one")]
     NotBoundToTenant,
+    #[error("the token's subject is longer than 255 characters")]
+    SubjectTooLong,
     #[error("slug {0:?} is already taken")]
     SlugTaken(String),
     #[error(transparent)]
@@ -52,10 +54,11 @@ impl From<TenancyError> for Problem {
                 Problem::new(StatusCode::FORBIDDEN, "tenant-mismatch", "Tenant not allowed", detail)
             }
             TenancyError::SlugTaken(_) => Problem::conflict(detail),
+            TenancyError::SubjectTooLong => Problem::bad_request(detail),
             TenancyError::Page(page) => {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-page", "Bad page request", page.to_string())
             }
-            TenancyError::Store(StoreError::PoolTimeout) => {
+            TenancyError::Store(StoreError::PoolTimeout | StoreError::Busy) => {
                 tracing::warn!("database pool exhausted");
                 Problem::unavailable("The database is busy; retry shortly.")
             }

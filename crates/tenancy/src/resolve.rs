@@ -1,5 +1,5 @@
 //! Which tenant a request is for. Sources are consulted in the configured order; all present
-//! ones must name the same tenant. A token without a tenant claim may only choose a tenant by
+//! ones, and the token's tenant claim whenever it has one, must name the same tenant. A token without a tenant claim may only choose a tenant by
 //! header or subdomain when it carries `platform:admin` (otherwise any signed-in user could join
 //! any tenant by sending a header).
 
@@ -70,7 +70,11 @@ pub async fn resolve(
     platform_admin: bool,
 ) -> Result<Arc<Tenant>, TenancyError> {
     let mut chosen: Option<(TenantSource, Arc<Tenant>)> = None;
-    for &source in &config.resolution_order {
+    // A token bound to a tenant is never used in another, even when the claim is not a
+    // configured source: it then only has to agree with the tenant the sources chose.
+    let claim_listed = config.resolution_order.contains(&TenantSource::Claim);
+    let sources = config.resolution_order.iter().copied().chain((!claim_listed).then_some(TenantSource::Claim));
+    for source in sources {
         let Some(name) = candidates.get(source) else { continue };
         let tenant = directory.find(name).await?.ok_or_else(|| TenancyError::TenantNotFound(name.to_owned()))?;
         match &chosen {
@@ -82,8 +86,7 @@ pub async fn resolve(
         }
     }
     let (_, tenant) = chosen.ok_or(TenancyError::TenantRequired)?;
-    let claim_required = config.resolution_order.contains(&TenantSource::Claim);
-    if claim_required && candidates.claim.is_none() && !platform_admin {
+    if claim_listed && candidates.claim.is_none() && !platform_admin {
         return Err(TenancyError::NotBoundToTenant);
     }
     if tenant.status == TenantStatus::Suspended {

@@ -6,19 +6,27 @@ use uuid::Uuid;
 
 use crate::TenancyError;
 
-/// A transaction bound to one tenant. Dropping it without [`TenantSession::commit`] rolls back.
+/// A transaction bound to one tenant, begun on first use: a handler's extractors (a slowly
+/// uploaded body, say) finish before any connection or lock is held for it. Dropping the session
+/// without [`TenantSession::commit`] rolls back.
 #[derive(Debug)]
 pub struct TenantSession {
+    db: Database,
     tenant_id: Uuid,
-    tx: Tx,
+    tx: Option<Tx>,
 }
 
 impl TenantSession {
-    /// Begins a transaction for `tenant_id`.
+    /// A session whose transaction begins when first used.
+    pub fn lazy(db: Database, tenant_id: Uuid) -> Self {
+        Self { db, tenant_id, tx: None }
+    }
+
+    /// A session whose transaction has begun.
     pub async fn begin(db: &Database, tenant_id: Uuid) -> Result<Self, TenancyError> {
-        let mut tx = db.begin().await?;
-        bind_tenant(&mut tx, tenant_id).await?;
-        Ok(Self { tenant_id, tx })
+        let mut session = Self::lazy(db.clone(), tenant_id);
+        session.tx().await?;
+        Ok(session)
     }
 
     pub fn tenant_id(&self) -> Uuid {
@@ -26,12 +34,21 @@ impl TenantSession {
     }
 
     /// The transaction, for repository functions (which take the tenant explicitly as well).
-    pub fn tx(&mut self) -> &mut Tx {
-        &mut self.tx
+    pub async fn tx(&mut self) -> Result<&mut Tx, TenancyError> {
+        if let Some(tx) = self.tx.take() {
+            return Ok(self.tx.insert(tx));
+        }
+        let mut tx = self.db.begin().await?;
+        bind_tenant(&mut tx, self.tenant_id).await?;
+        Ok(self.tx.insert(tx))
     }
 
+    /// Commits what was done; a session never used has nothing to commit.
     pub async fn commit(self) -> Result<(), TenancyError> {
-        Ok(self.tx.commit().await?)
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
+        Ok(())
     }
 }
 

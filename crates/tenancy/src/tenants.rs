@@ -65,6 +65,8 @@ impl From<TenantRow> for Tenant {
 const COLUMNS: &str = "id, slug, name, status, created_at, updated_at";
 
 /// A slug is a DNS label (it may be a subdomain): 1–63 lowercase letters, digits and inner hyphens.
+/// It may not look like a uuid: tenants are named by slug *or* id, and a slug spelling another
+/// tenant's id would let its tokens name that tenant.
 pub fn is_valid_slug(slug: &str) -> bool {
     let bytes = slug.as_bytes();
     !bytes.is_empty()
@@ -72,6 +74,16 @@ pub fn is_valid_slug(slug: &str) -> bool {
         && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.first() != Some(&b'-')
         && bytes.last() != Some(&b'-')
+        && Uuid::parse_str(slug).is_err()
+}
+
+/// The one spelling of a tenant name used as a cache key: a uuid in any accepted form becomes
+/// its lowercase hyphenated form, so every spelling of an id is forgotten together.
+fn canonical(name: &str) -> (String, Option<Uuid>) {
+    match Uuid::parse_str(name) {
+        Ok(id) => (id.to_string(), Some(id)),
+        Err(_) => (name.to_owned(), None),
+    }
 }
 
 pub async fn create(tx: &mut Tx, slug: &str, name: &str) -> Result<Tenant, TenancyError> {
@@ -153,17 +165,18 @@ impl TenantDirectory {
 
     /// Finds a tenant by uuid or slug.
     pub async fn find(&self, name: &str) -> Result<Option<Arc<Tenant>>, TenancyError> {
-        if let Some(hit) = self.cache.get(name).await {
+        let (key, id) = canonical(name);
+        if let Some(hit) = self.cache.get(&key).await {
             return Ok(hit);
         }
         let mut tx = self.db.begin().await?;
-        let found = match Uuid::parse_str(name) {
-            Ok(id) => by_id(&mut tx, id).await?,
-            Err(_) => by_slug(&mut tx, name).await?,
+        let found = match id {
+            Some(id) => by_id(&mut tx, id).await?,
+            None => by_slug(&mut tx, name).await?,
         };
         tx.commit().await?;
         let found = found.map(Arc::new);
-        self.cache.insert(name.to_owned(), found.clone()).await;
+        self.cache.insert(key, found.clone()).await;
         Ok(found)
     }
 
@@ -183,7 +196,18 @@ mod tests {
         for ok in ["demo", "acme-corp", "a", "t1"] {
             assert!(is_valid_slug(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "Acme", "a_b", "a.b", &"x".repeat(64)] {
+        let uuid_like = Uuid::now_v7();
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Acme",
+            "a_b",
+            "a.b",
+            &"x".repeat(64),
+            &uuid_like.simple().to_string(),
+            &uuid_like.to_string(),
+        ] {
             assert!(!is_valid_slug(bad), "{bad}");
         }
     }

@@ -23,5 +23,8 @@ pub async fn list(
 ) -> Result<Json<Page<audit::AuditEvent>>, ApiError> {
     ctx.require_tenant_admin()?;
     let tenant_id = ctx.tenant_id();
-    Ok(Json(audit::list(ctx.session.tx(), tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor }).await?))
+    Ok(Json(
+        audit::list(ctx.session.tx().await?, tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor })
+            .await?,
+    ))
 }

@@ -48,11 +48,13 @@ pub async fn revoke(
         ctx.require_tenant_admin()?;
         let request: RevokeRequest = serde_json::from_slice(&body)
             .map_err(|e| Problem::bad_request(format!("Expected {{\"jti\": \"…\"}}: {e}")))?;
-        let expires_at = request.expires_at.unwrap_or_else(|| OffsetDateTime::now_utc() + REVOKE_BY_JTI_FOR);
-        (request.jti, expires_at)
+        // Never remember a revocation longer than any token may live, whatever the caller says.
+        let latest = OffsetDateTime::now_utc() + REVOKE_BY_JTI_FOR;
+        (request.jti, request.expires_at.map_or(latest, |at| at.min(latest)))
     };
+    // Keyed by this caller's tenant claim: a tenant admin reaches only its own tenant's tokens.
+    authenticator.revoke(ctx.auth.tenant.as_deref(), &jti, expires_at).await.map_err(Problem::from)?;
     ctx.audit(Change { action: "token.revoked", resource_type: "token", resource_id: &jti }).await?;
-    authenticator.revoke(&jti, expires_at).await.map_err(Problem::from)?;
     ctx.session.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

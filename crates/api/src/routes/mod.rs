@@ -8,8 +8,12 @@ pub(crate) mod tenants;
 pub(crate) mod todos;
 pub(crate) mod users;
 
+use std::sync::OnceLock;
+
 use axum::{
-    Json, Router,
+    Router,
+    http::header,
+    response::IntoResponse,
     routing::{get, post},
 };
 use palisade_ops::Problem;
@@ -38,8 +42,11 @@ pub fn router() -> Router<AppState> {
         .nest("/api/v1", api)
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+/// The document is built and serialized once: it depends only on the code.
+async fn openapi() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| serde_json::to_string(&crate::openapi::document()).unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
 }
 
 /// The fallback for paths no route matches.

@@ -27,6 +27,7 @@ pub struct NewTenant {
     /// A DNS label: 1–63 lowercase letters, digits and inner hyphens. Used in URLs and subdomains.
     #[validate(custom(function = "slug", message = "must be 1-63 lowercase letters, digits and inner hyphens"))]
     pub slug: String,
+    #[serde(deserialize_with = "crate::extract::trimmed")]
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     pub name: String,
 }
@@ -57,7 +58,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_platform_admin(&auth)?;
     let mut tx = state.db.begin().await?;
-    let tenant = tenants::create(&mut tx, &new.slug, new.name.trim()).await?;
+    let tenant = tenants::create(&mut tx, &new.slug, &new.name).await?;
     bind_tenant(&mut tx, tenant.id).await?;
     let id = tenant.id.to_string();
     audit::record(

@@ -26,7 +26,8 @@ use crate::{
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTodo {
-    /// 1 to 500 characters.
+    /// 1 to 500 characters (surrounding whitespace is removed first).
+    #[serde(deserialize_with = "crate::extract::trimmed")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
     pub title: String,
 }
@@ -34,6 +35,7 @@ pub struct NewTodo {
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TodoPatch {
+    #[serde(default, deserialize_with = "crate::extract::trimmed_option")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
     pub title: Option<String>,
     pub done: Option<bool>,
@@ -65,7 +67,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
     ctx.auth.require_scope(scopes::TODOS_READ).map_err(Problem::from)?;
     let page = PageRequest { limit: query.limit, cursor: query.cursor };
     let tenant_id = ctx.tenant_id();
-    Ok(Json(todos::list(ctx.session.tx(), tenant_id, query.done, &page).await?))
+    Ok(Json(todos::list(ctx.session.tx().await?, tenant_id, query.done, &page).await?))
 }
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
@@ -79,12 +81,12 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     let key = idempotency::key(&headers)?;
     let tenant_id = ctx.tenant_id();
     if let Some(key) = &key {
-        match idempotency::begin(ctx.session.tx(), tenant_id, key, &body).await? {
+        match idempotency::begin(ctx.session.tx().await?, tenant_id, key, &body).await? {
             Replay::Fresh => {}
             Replay::Stored(response) => return Ok(response),
         }
     }
-    let todo = todos::create(ctx.session.tx(), tenant_id, new.title.trim(), ctx.user.id).await?;
+    let todo = todos::create(ctx.session.tx().await?, tenant_id, &new.title, ctx.user.id).await?;
     let id = todo.id.to_string();
     ctx.audit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     let mut response = with_etag(StatusCode::CREATED, &todo);
@@ -92,7 +94,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
         response.headers_mut().insert(header::LOCATION, location);
     }
     if let Some(key) = &key {
-        idempotency::finish(ctx.session.tx(), tenant_id, key, StatusCode::CREATED, &todo, &todo.etag()).await?;
+        idempotency::finish(ctx.session.tx().await?, tenant_id, key, StatusCode::CREATED, &todo, &todo.etag()).await?;
     }
     ctx.session.commit().await?;
     Ok(response)
@@ -105,7 +107,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
     ctx.auth.require_scope(scopes::TODOS_READ).map_err(Problem::from)?;
     let tenant_id = ctx.tenant_id();
-    match todos::get(ctx.session.tx(), tenant_id, id).await? {
+    match todos::get(ctx.session.tx().await?, tenant_id, id).await? {
         Some(todo) => Ok(with_etag(StatusCode::OK, &todo)),
         None => Err(not_found("todo").into()),
     }
@@ -131,9 +133,9 @@ pub async fn update(
         .into());
     }
     let expected = conditional::if_match_version(&headers, id)?;
-    let changes = Changes { title: patch.title.map(|t| t.trim().to_owned()), done: patch.done };
+    let changes = Changes { title: patch.title, done: patch.done };
     let tenant_id = ctx.tenant_id();
-    match todos::update(ctx.session.tx(), tenant_id, id, expected, &changes).await? {
+    match todos::update(ctx.session.tx().await?, tenant_id, id, expected, &changes).await? {
         Conditional::Done(todo) => {
             ctx.audit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
             ctx.session.commit().await?;
@@ -153,7 +155,7 @@ pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>, headers: Heade
     ctx.auth.require_scope(scopes::TODOS_WRITE).map_err(Problem::from)?;
     let expected = conditional::if_match_version(&headers, id)?;
     let tenant_id = ctx.tenant_id();
-    match todos::delete(ctx.session.tx(), tenant_id, id, expected).await? {
+    match todos::delete(ctx.session.tx().await?, tenant_id, id, expected).await? {
         Conditional::Done(()) => {
             ctx.audit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
             ctx.session.commit().await?;

@@ -39,7 +39,10 @@ pub async fn me(ctx: TenantContext) -> Json<User> {
 pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<User>>, ApiError> {
     ctx.require_tenant_admin()?;
     let tenant_id = ctx.tenant_id();
-    Ok(Json(users::list(ctx.session.tx(), tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor }).await?))
+    Ok(Json(
+        users::list(ctx.session.tx().await?, tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor })
+            .await?,
+    ))
 }
 
 /// Fetch one user of the tenant.
@@ -49,7 +52,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<User>, ApiError> {
     ctx.require_tenant_admin()?;
     let tenant_id = ctx.tenant_id();
-    users::get(ctx.session.tx(), tenant_id, id).await?.map(Json).ok_or_else(|| not_found("user").into())
+    users::get(ctx.session.tx().await?, tenant_id, id).await?.map(Json).ok_or_else(|| not_found("user").into())
 }
 
 /// Change a user's role.
@@ -63,7 +66,7 @@ pub async fn update(
 ) -> Result<Json<User>, ApiError> {
     ctx.require_tenant_admin()?;
     let tenant_id = ctx.tenant_id();
-    let Some(user) = users::set_role(ctx.session.tx(), tenant_id, id, change.role).await? else {
+    let Some(user) = users::set_role(ctx.session.tx().await?, tenant_id, id, change.role).await? else {
         return Err(not_found("user").into());
     };
     ctx.audit(Change { action: "user.role_changed", resource_type: "user", resource_id: &id.to_string() }).await?;

@@ -104,5 +104,5 @@ async fn with_redis_unreachable_closed_mode_refuses_with_a_503_problem() {
 async fn revoking_while_redis_is_unreachable_fails_instead_of_pretending() {
     let (auth, _) = with_redis(&AuthConfig::default(), "redis://127.0.0.1:1", "palisade-test-down").await;
     let expires_at = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-    assert!(matches!(auth.revoke("some-jti", expires_at).await, Err(AuthError::RevocationUnavailable)));
+    assert!(matches!(auth.revoke(None, "some-jti", expires_at).await, Err(AuthError::RevocationUnavailable)));
 }
