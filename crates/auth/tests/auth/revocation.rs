@@ -70,7 +70,9 @@ async fn a_token_revoked_on_one_replica_is_refused_by_another_through_redis() {
     assert_refused(&replica_b, &metrics_b, &token, "revoked").await;
     replica_b.authenticate(&dev_token()).await.expect("other tokens are unaffected");
 
-    let key = format!("{prefix}:revoked:{}", context.jti.as_deref().unwrap_or_default());
+    // Revocations are keyed by tenant claim (length-prefixed) and jti.
+    let tenant = context.tenant.as_deref().unwrap_or_default();
+    let key = format!("{prefix}:revoked:{}:{tenant}:{}", tenant.len(), context.jti.as_deref().unwrap_or_default());
     let mut connection =
         redis::Client::open(url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("connected");
     let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut connection).await.expect("ttl");
