@@ -47,6 +47,8 @@ CREATE TABLE idempotency_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, key)
 );
+-- Expired keys are swept per tenant on every keyed POST.
+CREATE INDEX idempotency_keys_tenant_id_created_at ON idempotency_keys (tenant_id, created_at);
 
 ALTER TABLE users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE users FORCE ROW LEVEL SECURITY;

@@ -43,3 +43,4 @@ CREATE TABLE idempotency_keys (
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, key)
 ) STRICT;
+CREATE INDEX idempotency_keys_tenant_id_created_at ON idempotency_keys (tenant_id, created_at);

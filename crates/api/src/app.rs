@@ -98,6 +98,13 @@ impl Application {
         let rate_limiter =
             RateLimiter::new(&settings.rate_limit, redis.clone(), metrics.clone()).map_err(StartupError::Config)?;
         let addr = settings.server.addr;
+        if settings.environment.is_development() && settings.auth.issuer.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "development tokens (a public secret) are accepted on a non-loopback address: anyone who can \
+                 reach it can mint any token; set PALISADE_ENVIRONMENT=production for a shared deployment"
+            );
+        }
         let state =
             AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy, edge, rate_limiter };
         let router = assemble(state.clone(), extra, sentry.clone());

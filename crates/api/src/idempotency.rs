@@ -1,7 +1,7 @@
 //! `Idempotency-Key` for POST: a client retrying after a timeout must not create a second todo.
 //! The first request with a key records its response in the same transaction as its write; a
 //! repeat with the same key and the same body gets that response again; the same key with a
-//! different body is a client error (422). Keys are per tenant and remembered for 24 hours.
+//! different body is a client error (422). Keys are per caller and remembered for 24 hours.
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -29,12 +29,13 @@ pub enum Replay {
     Stored(Response),
 }
 
-/// The request's key, if any: 1–255 visible ASCII characters.
-pub fn key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+/// The request's key, if any (1–255 visible ASCII characters), scoped to the caller: another
+/// user of the tenant choosing the same key neither collides with it nor replays its response.
+pub fn key(headers: &HeaderMap, subject: &str) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get(HEADER) else { return Ok(None) };
     let key =
         value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
-    key.map(|k| Some(k.to_owned()))
+    key.map(|k| Some(format!("{}:{subject}:{k}", subject.len())))
         .ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters."))
 }
 

@@ -303,6 +303,18 @@ async fn an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refus
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let list: Value = send(&app, Method::GET, "/api/v1/todos", &token, None).await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "exactly one todo created");
+    let someone_else = app
+        .client
+        .post(app.url("/api/v1/todos"))
+        .bearer_auth(app.token(Some("demo"), "bob", RW))
+        .header("idempotency-key", "order-42")
+        .json(&json!({"title": "pay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(someone_else.status(), StatusCode::CREATED);
+    assert!(someone_else.headers().get("idempotent-replayed").is_none(), "keys are per caller");
+    assert_ne!(someone_else.json::<Value>().await.unwrap()["id"], first["id"]);
     app.stop().await;
 }
 

@@ -78,7 +78,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     ctx.auth.require_scope(scopes::TODOS_WRITE).map_err(Problem::from)?;
     let ValidatedJson(new) = ValidatedJson::<NewTodo>::from_bytes(&headers, &body)?;
-    let key = idempotency::key(&headers)?;
+    let key = idempotency::key(&headers, &ctx.auth.subject)?;
     let tenant_id = ctx.tenant_id();
     if let Some(key) = &key {
         match idempotency::begin(ctx.session.tx().await?, tenant_id, key, &body).await? {
