@@ -256,9 +256,13 @@ def check_cross_object(src: str, objects: list[dict], rep: Report, env: str) -> 
     for d in deployments:
         _, spec, base = pod_spec(d)
         grace = (spec or {}).get("terminationGracePeriodSeconds", 30)
-        if drain is not None and timeout is not None and grace < drain + timeout + GRACE_MARGIN_SECONDS:
+        # A preStop sleep runs before SIGTERM, inside the same grace period.
+        pre_stop = max((((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+                       for c in (spec or {}).get("containers") or [{}])
+        if drain is not None and timeout is not None and grace < pre_stop + drain + timeout + GRACE_MARGIN_SECONDS:
             rep.add(src, d, f"{base}.terminationGracePeriodSeconds",
-                    f"{grace}s is not above drain delay {drain:g}s + shutdown timeout {timeout:g}s + {GRACE_MARGIN_SECONDS}s margin")
+                    f"{grace}s is not above preStop {pre_stop}s + drain delay {drain:g}s + shutdown timeout "
+                    f"{timeout:g}s + {GRACE_MARGIN_SECONDS}s margin")
 
     for o in objects:
         if o.get("kind") == "ServiceMonitor":
