@@ -10,7 +10,7 @@ use palisade_auth::{AuthContext, scopes};
 use palisade_ops::Problem;
 use palisade_store::{Page, PageRequest};
 use palisade_tenancy::{
-    RequestMeta, Tenancy, TenantStatus,
+    RequestMeta, TenantStatus,
     audit::{self, Change},
     session::bind_tenant,
     tenants::{self, Tenant, is_valid_slug},
@@ -159,12 +159,8 @@ async fn set_status(
     )
     .await?;
     tx.commit().await?;
-    forget(&state.tenancy, &tenant).await;
+    state.tenancy.directory.forget(&tenant).await;
     Ok(Json(tenant))
-}
-
-async fn forget(tenancy: &Tenancy, tenant: &Tenant) {
-    tenancy.directory.forget(tenant).await;
 }
 
 /// Request metadata as an extractor.
