@@ -4,11 +4,11 @@
 use std::{net::IpAddr, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, FromRef, FromRequestParts},
+    extract::{FromRef, FromRequestParts},
     http::request::Parts,
 };
 use palisade_auth::{AuthContext, Authenticator, scopes};
-use palisade_edge::{ClientIp, RateLimiter, rate_limit};
+use palisade_edge::{RateLimiter, client_ip, rate_limit};
 use palisade_ops::{Problem, RequestId};
 
 use crate::{
@@ -37,12 +37,10 @@ impl RequestMeta {
     /// The client address is the edge's (which believes `X-Forwarded-For` only from trusted
     /// proxies), falling back to the TCP peer.
     pub fn from_parts(parts: &Parts) -> Self {
-        let client_ip = parts
-            .extensions
-            .get::<ClientIp>()
-            .map(|c| c.0)
-            .or_else(|| parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()));
-        Self { request_id: parts.extensions.get::<RequestId>().map(|r| r.as_str().to_owned()), client_ip }
+        Self {
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.as_str().to_owned()),
+            client_ip: client_ip::client_ip_of(&parts.extensions),
+        }
     }
 }
 
