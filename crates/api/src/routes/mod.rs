@@ -49,6 +49,21 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], body.as_str())
 }
 
+/// `?limit=&cursor=` of a list request, as the OpenAPI document describes it.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl From<PageParams> for palisade_store::PageRequest {
+    fn from(params: PageParams) -> Self {
+        Self { limit: params.limit, cursor: params.cursor }
+    }
+}
+
 /// The fallback for paths no route matches.
 pub async fn fallback() -> Problem {
     Problem::not_found("No resource at this path.")

@@ -8,7 +8,7 @@ use axum::{
 };
 use palisade_auth::{AuthContext, scopes};
 use palisade_ops::Problem;
-use palisade_store::{Page, PageRequest};
+use palisade_store::Page;
 use palisade_tenancy::{
     RequestMeta, TenantStatus,
     audit::{self, Change},
@@ -19,7 +19,12 @@ use serde::Deserialize;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{AppState, error::ApiError, extract::ValidatedJson, routes::not_found};
+use crate::{
+    AppState,
+    error::ApiError,
+    extract::ValidatedJson,
+    routes::{PageParams, not_found},
+};
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -34,12 +39,6 @@ pub struct NewTenant {
 
 fn slug(value: &str) -> Result<(), validator::ValidationError> {
     if is_valid_slug(value) { Ok(()) } else { Err(validator::ValidationError::new("slug")) }
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListQuery {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
 }
 
 fn require_platform_admin(auth: &AuthContext) -> Result<(), ApiError> {
@@ -79,17 +78,17 @@ pub async fn create(
 }
 
 /// List tenants.
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageParams),
     responses((status = 200, body = inline(crate::openapi::TenantPage)), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn list(
     State(state): State<AppState>,
     auth: AuthContext,
-    Query(query): Query<ListQuery>,
+    Query(query): Query<PageParams>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     require_platform_admin(&auth)?;
     let mut tx = state.db.begin().await?;
-    let page = tenants::list(&mut tx, &PageRequest { limit: query.limit, cursor: query.cursor }).await?;
+    let page = tenants::list(&mut tx, &query.into()).await?;
     tx.commit().await?;
     Ok(Json(page))
 }

@@ -4,19 +4,17 @@ use axum::{
     Json,
     extract::{Path, Query},
 };
-use palisade_store::{Page, PageRequest};
+use palisade_store::Page;
 use palisade_tenancy::{TenantContext, User, UserRole, audit::Change, users};
 use serde::Deserialize;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{error::ApiError, extract::ValidatedJson, routes::not_found};
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ListQuery {
-    pub limit: Option<u32>,
-    pub cursor: Option<String>,
-}
+use crate::{
+    error::ApiError,
+    extract::ValidatedJson,
+    routes::{PageParams, not_found},
+};
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,16 +31,13 @@ pub async fn me(ctx: TenantContext) -> Json<User> {
 }
 
 /// List the tenant's users.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageParams),
     responses((status = 200, body = inline(crate::openapi::UserPage)), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
-pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<User>>, ApiError> {
+pub async fn list(mut ctx: TenantContext, Query(query): Query<PageParams>) -> Result<Json<Page<User>>, ApiError> {
     ctx.require_tenant_admin()?;
     let tenant_id = ctx.tenant_id();
-    Ok(Json(
-        users::list(ctx.session.tx().await?, tenant_id, &PageRequest { limit: query.limit, cursor: query.cursor })
-            .await?,
-    ))
+    Ok(Json(users::list(ctx.session.tx().await?, tenant_id, &query.into()).await?))
 }
 
 /// Fetch one user of the tenant.
