@@ -6,9 +6,10 @@
 //!    and `X-API-Key` are marked sensitive, so whatever prints headers shows `Sensitive` and Sentry
 //!    leaves them out.
 //! 2. `request_id::assign` — every later layer, log line and problem body can name the request.
-//! 3. `sentry::report` (only when `sentry.dsn` is set) — the request runs under its own Sentry hub
-//!    tagged with the request id, route, tenant and user; a 5xx that no panic or error log already
-//!    reported is reported with the final, normalized status.
+//! 3. `Sentry::wrap` (only when `sentry.dsn` is set) — sentry-tower's `SentryLayer` runs the request
+//!    under its own Sentry hub and `SentryHttpLayer` attaches the request to its events; inside them
+//!    the scope is tagged with the request id, route, tenant and user, and a 5xx that no panic or
+//!    error log already reported is reported with the final, normalized status.
 //! 4. `client_ip::resolve` — `ClientIp` and `Https` from the TCP peer, or from `X-Forwarded-For` /
 //!    `X-Forwarded-Proto` only when that peer is a trusted proxy; before everything that needs the
 //!    client's address or scheme (HSTS, the rate limiter, the audit log).
@@ -55,8 +56,7 @@ use tracing::{Span, field::Empty};
 use palisade_edge::{Edge, RateLimiter, client_ip, cors, rate_limit, security_headers};
 
 use palisade_ops::{
-    Metrics, Problem, ServerConfig, metrics, problem, request_id, request_id::RequestId, sentry, sentry::Sentry,
-    telemetry,
+    Metrics, Problem, ServerConfig, metrics, problem, request_id, request_id::RequestId, sentry::Sentry, telemetry,
 };
 
 /// Headers that carry credentials.
@@ -111,7 +111,7 @@ pub fn apply(
         .layer(from_fn_with_state(edge.security_headers.clone(), security_headers::add))
         .layer(from_fn_with_state(edge.client_ip.clone(), client_ip::resolve));
     let router = match sentry {
-        Some(sentry) => router.layer(from_fn_with_state(sentry, sentry::report)),
+        Some(sentry) => sentry.wrap(router),
         None => router,
     };
     router.layer(from_fn(request_id::assign)).layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))

@@ -449,7 +449,19 @@ mod sentry {
     on_both_backends!(
         a_panic_and_a_5xx_reach_sentry_tagged_with_a_stack_trace_and_without_credentials,
         an_unreachable_sentry_never_slows_or_fails_requests,
+        client_addresses_and_bodies_reach_sentry_only_as_configured,
     );
+
+    /// Each client-address header a proxy or CDN may set, with a value found nowhere else.
+    const CLIENT_ADDRESSES: [(&str, &str); 6] = [
+        ("x-forwarded-for", "203.0.113.71"),
+        ("x-real-ip", "203.0.113.72"),
+        ("forwarded", "for=203.0.113.73;proto=https"),
+        ("true-client-ip", "203.0.113.74"),
+        ("cf-connecting-ip", "203.0.113.75"),
+        ("x-client-ip", "203.0.113.76"),
+    ];
+    const BODY_SECRET: &str = "body-4a8e2c6f0b1d9e37";
 
     fn failing_routes() -> Router<AppState> {
         Router::new()
@@ -462,15 +474,7 @@ mod sentry {
                     "unreachable"
                 }),
             )
-            .route(
-                "/test/fail",
-                get(|| async {
-                    // What the auth and tenancy extractors do once they know who is calling.
-                    tracing::Span::current().record("tenant_id", "tenant-0f3a");
-                    tracing::Span::current().record("user_id", "user-42");
-                    (AxumStatus::INTERNAL_SERVER_ERROR, "connection to 10.0.0.3 refused")
-                }),
-            )
+            .route("/test/fail", get(fail).post(fail))
             .route(
                 "/test/logged",
                 get(|| async {
@@ -478,6 +482,13 @@ mod sentry {
                     AxumStatus::INTERNAL_SERVER_ERROR
                 }),
             )
+    }
+
+    async fn fail() -> (AxumStatus, &'static str) {
+        // What the auth and tenancy extractors do once they know who is calling.
+        tracing::Span::current().record("tenant_id", "tenant-0f3a");
+        tracing::Span::current().record("user_id", "user-42");
+        (AxumStatus::INTERNAL_SERVER_ERROR, "connection to 10.0.0.3 refused")
     }
 
     /// Sentry's tags for tenant and user come from the request span through the global subscriber,
@@ -577,6 +588,53 @@ mod sentry {
                     .all(|name| !["authorization", "cookie", "x-api-key"].contains(&name.to_lowercase().as_str())),
                 "{event:#}"
             );
+        }
+    }
+
+    async fn client_addresses_and_bodies_reach_sentry_only_as_configured(backend: Backend) {
+        for send_pii in [false, true] {
+            let sentry = Recorder::start().await;
+            let dsn = format!("http://public@{}/1", sentry.addr);
+            let Some(app) = spawn_app_with(backend, failing_routes(), |settings| {
+                settings.sentry.dsn = Some(dsn.into());
+                settings.sentry.send_pii = send_pii;
+            })
+            .await
+            else {
+                return;
+            };
+            let request = CLIENT_ADDRESSES
+                .iter()
+                .fold(app.client.post(app.url(&format!("/test/fail?q={QUERY_SECRET}"))), |request, (name, value)| {
+                    request.header(*name, *value)
+                });
+            let response = with_credentials(request)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"note":"{BODY_SECRET}"}}"#))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while sentry_events(&sentry).is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            app.stop().await;
+            let events = sentry_events(&sentry);
+            assert_eq!(events.len(), 1, "{events:#?}");
+            let raw: String =
+                sentry.bodies("/api/1/envelope/").iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+            for secret in [BEARER_SECRET, COOKIE_SECRET, API_KEY_SECRET, QUERY_SECRET, BODY_SECRET] {
+                assert!(!raw.contains(secret), "{secret} was sent to Sentry (send_pii={send_pii})");
+            }
+            let request = &events[0]["request"];
+            assert_eq!(request["method"], "POST", "{request:#}");
+            for (name, value) in CLIENT_ADDRESSES {
+                assert_eq!(raw.contains(value), send_pii, "{name}: {value} (send_pii={send_pii})");
+            }
+            let remote = request["env"]["REMOTE_ADDR"].as_str();
+            assert_eq!(remote, send_pii.then_some("127.0.0.1"), "{request:#}");
+            assert!(events[0]["user"]["ip_address"].is_null(), "{:#}", events[0]);
         }
     }
 

@@ -1,9 +1,11 @@
 //! Error reporting to Sentry (feature `sentry`): panics and 5xx responses, tagged with the request's
-//! ids, scrubbed of credentials before they leave the process. Active only when `sentry.dsn` (or
-//! `SENTRY_DSN`) is set; otherwise no client, no thread and no layer exist.
+//! ids, scrubbed of credentials and (unless `sentry.send_pii` is on) of client addresses before they
+//! leave the process. Active only when `sentry.dsn` (or `SENTRY_DSN`) is set; otherwise no client,
+//! no thread and no layer exist.
 //!
-//! Each application owns its client and [`report`] binds a fresh hub to every request, so tags never
-//! leak from one request into another (or between servers sharing a process, as tests do).
+//! Each application owns its client; [`Sentry::wrap`] puts sentry-tower's layers around the routes,
+//! binding a fresh hub (made from the application's) to every request, so tags never leak from one
+//! request into another (or between servers sharing a process, as tests do).
 //! [`Sentry::bind_to_process`] also makes it the process-wide client, for panics and errors outside
 //! requests. Each request yields at most one event, the first and most specific: a panic (with
 //! its stack trace), else the first error logged while serving it, else the 5xx response itself;
@@ -29,11 +31,15 @@ pub struct SentryConfig {
     /// background thread; when Sentry is slow or down they are dropped, never waited for.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Send personal data: the client-address headers (`X-Forwarded-For`, `Forwarded`, …) and the
+    /// TCP peer address. Off by default; credentials, query strings, cookies and bodies are never
+    /// sent either way.
+    pub send_pii: bool,
 }
 
 impl Default for SentryConfig {
     fn default() -> Self {
-        Self { dsn: None, sample_rate: 1.0, timeout: Duration::from_secs(2) }
+        Self { dsn: None, sample_rate: 1.0, timeout: Duration::from_secs(2), send_pii: false }
     }
 }
 
@@ -83,9 +89,9 @@ pub enum SentryError {
 }
 
 #[cfg(feature = "sentry")]
-pub(crate) use enabled::tracing_layers;
+pub use enabled::Sentry;
 #[cfg(feature = "sentry")]
-pub use enabled::{Sentry, report};
+pub(crate) use enabled::tracing_layers;
 
 /// Without the `sentry` feature there is never a client; the type exists so callers need no
 /// `cfg` of their own.
@@ -110,16 +116,10 @@ impl Sentry {
     pub async fn close(self) {
         match self.0 {}
     }
-}
 
-/// Without the `sentry` feature this only passes the request on; [`Sentry`] cannot exist anyway.
-#[cfg(not(feature = "sentry"))]
-pub async fn report(
-    _sentry: axum::extract::State<Sentry>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    next.run(request).await
+    pub fn wrap(&self, _router: axum::Router) -> axum::Router {
+        match self.0 {}
+    }
 }
 
 impl fmt::Debug for Sentry {
@@ -130,17 +130,21 @@ impl fmt::Debug for Sentry {
 
 #[cfg(feature = "sentry")]
 mod enabled {
-    use std::{sync::Arc, time::Duration};
+    use std::{net::SocketAddr, sync::Arc, time::Duration};
 
     use ::sentry::{
-        ClientOptions, Hub, Level, SentryFutureExt, TransportFactory, TransportOptions,
-        integrations::tracing::{self as sentry_tracing, EventMapping},
-        protocol::{self, Event},
+        ClientOptions, Hub, Level, TransportFactory, TransportOptions,
+        integrations::{
+            tower::{HubProvider, SentryHttpLayer, SentryLayer},
+            tracing::{self as sentry_tracing, EventMapping},
+        },
+        protocol::Event,
         transports::ReqwestHttpTransportOptions,
     };
     use axum::{
-        extract::{MatchedPath, Request, State},
-        middleware::Next,
+        Router,
+        extract::{ConnectInfo, MatchedPath, Request},
+        middleware::{Next, from_fn},
         response::Response,
     };
     use tracing::field::{Field, Visit};
@@ -161,12 +165,30 @@ mod enabled {
     /// Headers whose values are credentials. Never sent to Sentry, whatever else is configured.
     const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
 
+    /// Headers that carry the client's address, set by proxies and CDNs. Personal data: sent only
+    /// with `sentry.send_pii`. The SDK's own filter knows only the first two.
+    const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-envoy-external-address",
+    ];
+
+    /// Where Sentry's request data keeps the peer address (`env` of the request interface).
+    const REMOTE_ADDR: &str = "REMOTE_ADDR";
+
     /// Request-span fields that become tags on the request's Sentry scope when recorded. The request
     /// id, method and route are tagged by [`report`] directly.
     const TAGGED_SPAN_FIELDS: &[&str] = &["tenant_id", "user_id"];
 
-    fn is_secret_header(name: &str) -> bool {
-        SECRET_HEADERS.iter().any(|secret| secret.eq_ignore_ascii_case(name))
+    fn is_listed(list: &[&str], name: &str) -> bool {
+        list.iter().any(|listed| listed.eq_ignore_ascii_case(name))
     }
 
     /// An application's Sentry client. Cheap to clone.
@@ -174,6 +196,7 @@ mod enabled {
     pub struct Sentry {
         hub: Arc<Hub>,
         timeout: Duration,
+        send_pii: bool,
     }
 
     impl Sentry {
@@ -188,20 +211,21 @@ mod enabled {
                 .timeout(config.timeout)
                 .build()
                 .map_err(|error| SentryError::Client(error.to_string()))?;
+            let send_pii = config.send_pii;
             let mut options = ClientOptions::new()
                 .release(service.release())
                 .environment(service.environment.clone())
                 // Out of range (NaN included) is refused by `problems()`; never panic over it here.
                 .sample_rate(if (0.0..=1.0).contains(&config.sample_rate) { config.sample_rate } else { 1.0 })
-                .send_default_pii(false)
+                .send_default_pii(send_pii)
                 .attach_stacktrace(true)
                 .shutdown_timeout(config.timeout)
-                .before_send(|event| Some(scrub_event(event)))
+                .before_send(move |event| Some(scrub_event(event, send_pii)))
                 .transport(Transport(http));
             options.dsn = Some(dsn);
             let client = ::sentry::Client::from(::sentry::apply_defaults(options));
             let hub = Arc::new(Hub::new(Some(Arc::new(client)), Default::default()));
-            Ok(Some(Self { hub, timeout: config.timeout }))
+            Ok(Some(Self { hub, timeout: config.timeout, send_pii }))
         }
 
         /// Makes this the client of the process hub too, so panics and errors outside any request
@@ -218,6 +242,29 @@ mod enabled {
                 let _ = tokio::task::spawn_blocking(move || client.close(Some(timeout))).await;
             }
         }
+
+        /// Puts the reporting layers around every route, outermost first: sentry-tower's
+        /// `SentryLayer` binds a fresh hub made from this application's to the request;
+        /// `SentryHttpLayer` attaches the request (method, URL, headers) to its events; [`report`]
+        /// tags the scope and reports a 5xx that nothing more specific reported.
+        pub fn wrap(&self, router: Router) -> Router {
+            let http = if self.send_pii { SentryHttpLayer::new().enable_pii() } else { SentryHttpLayer::new() };
+            let send_pii = self.send_pii;
+            router
+                .layer(from_fn(move |request, next| report(send_pii, request, next)))
+                .layer(http)
+                .layer(SentryLayer::new(HubPerRequest(self.hub.clone())))
+        }
+    }
+
+    /// Each request's hub: a child of the application's, so scopes never leak between requests.
+    #[derive(Clone)]
+    struct HubPerRequest(Arc<Hub>);
+
+    impl<R> HubProvider<Arc<Hub>, R> for HubPerRequest {
+        fn hub(&self, _request: &R) -> Arc<Hub> {
+            Arc::new(Hub::new_from_top(&self.0))
+        }
     }
 
     /// Builds the reqwest transport around our own client, which carries the timeouts.
@@ -229,15 +276,15 @@ mod enabled {
         }
     }
 
-    /// Middleware: serves the request under its own Sentry hub tagged with the request id, method
-    /// and route (the request span's tenant and user ids are added as they are recorded), and
-    /// reports a 5xx response unless something more specific was reported while serving it.
-    /// Sits outside the trace span and inside the request id; sees the final, normalized status.
-    pub async fn report(State(sentry): State<Sentry>, request: Request, next: Next) -> Response {
-        let hub = Arc::new(Hub::new_from_top(&sentry.hub));
+    /// Middleware, inside the request's hub: tags the scope with the request id, method and route
+    /// (the request span's tenant and user ids are added as they are recorded), and reports a 5xx
+    /// response unless something more specific was reported while serving it. Sits outside the
+    /// trace span and inside the request id; sees the final, normalized status.
+    async fn report(send_pii: bool, request: Request, next: Next) -> Response {
         let method = request.method().to_string();
         let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
-        let request_data = request_data(&request);
+        let peer = send_pii.then(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())).flatten();
+        let hub = Hub::current();
         hub.configure_scope(|scope| {
             if let Some(id) = request.extensions().get::<RequestId>() {
                 scope.set_tag("request_id", id.as_str());
@@ -245,12 +292,16 @@ mod enabled {
             scope.set_tag("http.method", &method);
             scope.set_tag("http.route", &route);
             scope.set_transaction(Some(&format!("{method} {route}")));
-            scope.add_event_processor(move |mut event| {
-                event.request.get_or_insert_with(|| request_data.clone());
-                Some(event)
-            });
+            if let Some(peer) = peer {
+                scope.add_event_processor(move |mut event| {
+                    if let Some(request) = event.request.as_mut() {
+                        request.env.insert(REMOTE_ADDR.to_owned(), peer.to_string());
+                    }
+                    Some(event)
+                });
+            }
         });
-        let response = next.run(request).bind_hub(hub.clone()).await;
+        let response = next.run(request).await;
         let status = response.status();
         if status.is_server_error() && hub.last_event_id().is_none() {
             hub.capture_event(Event {
@@ -263,22 +314,10 @@ mod enabled {
         response
     }
 
-    /// What Sentry shows about the request: method, URL without its query string, and the headers
-    /// that are not credentials.
-    fn request_data(request: &Request) -> protocol::Request {
-        let host = request.headers().get(http::header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("localhost");
-        let url = format!("http://{host}{}", request.uri().path()).parse().ok();
-        let headers = request
-            .headers()
-            .iter()
-            .filter(|(name, value)| !value.is_sensitive() && !is_secret_header(name.as_str()))
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
-            .collect();
-        protocol::Request { url, method: Some(request.method().to_string()), headers, ..Default::default() }
-    }
-
-    /// The last check before an event leaves the process, whatever put the request data there.
-    pub(super) fn scrub_event(mut event: Event<'static>) -> Event<'static> {
+    /// The last check before an event leaves the process, whatever put the request data there:
+    /// no credentials, query strings, cookies or bodies ever; no client address (headers, peer
+    /// address, user IP) unless `send_pii` is on.
+    pub(super) fn scrub_event(mut event: Event<'static>, send_pii: bool) -> Event<'static> {
         if let Some(request) = event.request.as_mut() {
             if let Some(url) = request.url.as_mut() {
                 url.set_query(None);
@@ -289,7 +328,15 @@ mod enabled {
             request.query_string = None;
             request.cookies = None;
             request.data = None;
-            request.headers.retain(|name, _| !is_secret_header(name));
+            request.headers.retain(|name, _| {
+                !is_listed(SECRET_HEADERS, name) && (send_pii || !is_listed(CLIENT_ADDRESS_HEADERS, name))
+            });
+            if !send_pii {
+                request.env.remove(REMOTE_ADDR);
+            }
+        }
+        if !send_pii && let Some(user) = event.user.as_mut() {
+            user.ip_address = None;
         }
         event
     }
@@ -383,31 +430,54 @@ mod enabled {
 
     #[cfg(test)]
     mod tests {
+        use ::sentry::protocol;
+
         use super::*;
 
-        #[test]
-        fn credentials_and_query_strings_are_scrubbed_from_request_data() {
-            let mut headers = std::collections::BTreeMap::new();
-            for (name, value) in
-                [("Authorization", "Bearer t0k3n"), ("cookie", "s=1"), ("X-Api-Key", "k"), ("accept", "*/*")]
-            {
-                headers.insert(name.to_owned(), value.to_owned());
-            }
-            let event = Event {
+        fn request_event(headers: &[(&str, &str)]) -> Event<'static> {
+            let mut env = std::collections::BTreeMap::new();
+            env.insert(REMOTE_ADDR.to_owned(), "198.51.100.7".to_owned());
+            Event {
                 request: Some(protocol::Request {
                     url: "http://u:p@host/path?token=x#f".parse().ok(),
                     query_string: Some("token=x".to_owned()),
                     cookies: Some("s=1".to_owned()),
-                    headers: headers.into_iter().collect(),
+                    headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+                    env: env.into_iter().collect(),
                     ..Default::default()
                 }),
+                user: Some(protocol::User { ip_address: "198.51.100.7".parse().ok(), ..Default::default() }),
                 ..Default::default()
-            };
-            let request = scrub_event(event).request.unwrap_or_default();
-            assert_eq!(request.url.map(|u| u.to_string()).as_deref(), Some("http://host/path"));
-            assert_eq!(request.query_string, None);
-            assert_eq!(request.cookies, None);
+            }
+        }
+
+        #[test]
+        fn credentials_and_query_strings_are_scrubbed_from_request_data() {
+            let headers = [("Authorization", "Bearer t0k3n"), ("cookie", "s=1"), ("X-Api-Key", "k"), ("accept", "*/*")];
+            for send_pii in [false, true] {
+                let request = scrub_event(request_event(&headers), send_pii).request.unwrap_or_default();
+                assert_eq!(request.url.map(|u| u.to_string()).as_deref(), Some("http://host/path"));
+                assert_eq!(request.query_string, None);
+                assert_eq!(request.cookies, None);
+                assert_eq!(request.headers.keys().collect::<Vec<_>>(), ["accept"], "send_pii={send_pii}");
+            }
+        }
+
+        #[test]
+        fn client_addresses_are_scrubbed_unless_pii_is_allowed() {
+            let headers: Vec<(&str, &str)> =
+                CLIENT_ADDRESS_HEADERS.iter().map(|name| (*name, "203.0.113.9")).chain([("accept", "*/*")]).collect();
+            let scrubbed = scrub_event(request_event(&headers), false);
+            let request = scrubbed.request.clone().unwrap_or_default();
             assert_eq!(request.headers.keys().collect::<Vec<_>>(), ["accept"]);
+            assert!(request.env.is_empty(), "{:?}", request.env);
+            assert_eq!(scrubbed.user.and_then(|u| u.ip_address), None);
+
+            let kept = scrub_event(request_event(&headers), true);
+            let request = kept.request.clone().unwrap_or_default();
+            assert_eq!(request.headers.len(), CLIENT_ADDRESS_HEADERS.len() + 1);
+            assert_eq!(request.env.get(REMOTE_ADDR).map(String::as_str), Some("198.51.100.7"));
+            assert!(kept.user.and_then(|u| u.ip_address).is_some());
         }
     }
 }
