@@ -168,9 +168,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 fn assemble(state: AppState, extra: Router<AppState>, sentry: Option<Sentry>) -> Router {
     let metrics = state.metrics.clone();
     let server = state.settings.server.clone();
+    let access_log = palisade_ops::AccessLog::new(&state.settings.log);
     let (edge, rate_limiter) = (state.edge.clone(), state.rate_limiter.clone());
     let router = routes::router().merge(extra).fallback(routes::fallback).with_state(state);
-    middleware::apply(router, metrics, &server, sentry, &edge, rate_limiter)
+    middleware::apply(router, metrics, &server, access_log, sentry, &edge, rate_limiter)
 }
 
 fn build_info() -> BuildInfo {

@@ -16,8 +16,9 @@
 //! 5. `security_headers::add` — outside every layer that can answer on its own, so every response
 //!    (errors, 404s, 429s, preflights, probes) carries the headers.
 //! 6. `TraceLayer` — one span per request (request id, method, route, status, latency; tenant and
-//!    user ids are recorded into it once known). With OpenTelemetry exporting, the span continues
-//!    the caller's W3C `traceparent` and records `trace_id`.
+//!    user ids are recorded into it once known) and the access log line, as `[log]` configures
+//!    them (`AccessLog`: probes left out by default, level and sampling). With OpenTelemetry
+//!    exporting, the span continues the caller's W3C `traceparent` and records `trace_id`.
 //! 7. `metrics::track` — sees the final status, including panics and timeouts turned into responses.
 //! 8. `cors::strip_disallowed` + `CorsLayer` (when `cors.allowed_origins` is set) — preflights are
 //!    answered here: counted, never rate limited, never reaching a handler. Outside the limiter and
@@ -42,7 +43,7 @@ use std::{any::Any, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, Request},
     http::StatusCode,
     middleware::{from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
@@ -51,13 +52,11 @@ use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, sensitive_headers::SetSensitiveHeadersLayer,
     timeout::TimeoutLayer, trace::TraceLayer,
 };
-use tracing::{Span, field::Empty};
+use tracing::Span;
 
 use palisade_edge::{Edge, RateLimiter, client_ip, cors, rate_limit, security_headers};
 
-use palisade_ops::{
-    Metrics, Problem, ServerConfig, metrics, problem, request_id, request_id::RequestId, sentry::Sentry, telemetry,
-};
+use palisade_ops::{AccessLog, Metrics, Problem, ServerConfig, metrics, problem, request_id, sentry::Sentry};
 
 /// Headers that carry credentials.
 const SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
@@ -73,6 +72,7 @@ pub fn apply(
     router: Router,
     metrics: Arc<Metrics>,
     server: &ServerConfig,
+    access_log: AccessLog,
     sentry: Option<Sentry>,
     edge: &Edge,
     rate_limiter: RateLimiter,
@@ -94,17 +94,15 @@ pub fn apply(
         }
         None => router,
     };
+    let (span_log, finish_log) = (access_log.clone(), access_log);
     let router = router
         .layer(from_fn_with_state(metrics, metrics::track))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with(move |request: &Request| span_log.span(request))
                 .on_request(())
-                .on_response(|response: &Response, latency: Duration, span: &Span| {
-                    span.record("status", response.status().as_u16());
-                    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-                    telemetry::record_status(span, response.status());
-                    tracing::info!("request finished");
+                .on_response(move |response: &Response, latency: Duration, span: &Span| {
+                    finish_log.finish(response, latency, span);
                 })
                 .on_failure(()),
         )
@@ -115,29 +113,6 @@ pub fn apply(
         None => router,
     };
     router.layer(from_fn(request_id::assign)).layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
-}
-
-/// The per-request span. Fields left `Empty` are filled in later by the auth and tenancy
-/// extractors; ids only, never names, emails or tokens. `trace_id` and the `otel.*` fields are
-/// recorded only while OpenTelemetry is exporting.
-fn request_span(request: &Request) -> Span {
-    let request_id = request.extensions().get::<RequestId>().map(RequestId::as_str).unwrap_or_default();
-    let route = request.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED, MatchedPath::as_str);
-    let span = tracing::info_span!(
-        telemetry::REQUEST_SPAN,
-        request_id,
-        method = %request.method(),
-        route,
-        status = Empty,
-        latency_ms = Empty,
-        tenant_id = Empty,
-        user_id = Empty,
-        trace_id = Empty,
-        "otel.name" = Empty,
-        "otel.kind" = Empty,
-    );
-    telemetry::continue_trace(&span, request);
-    span
 }
 
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {

@@ -144,6 +144,7 @@ impl Settings {
         };
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
+        problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());
         let production = !self.environment.is_development();

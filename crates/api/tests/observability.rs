@@ -92,17 +92,50 @@ async fn logs_are_json_lines_carrying_the_request_span_and_never_a_credential(ba
         .iter()
         .filter(|line| line["message"] == "request finished" && line["span"]["request_id"] == request_id.as_str())
         .collect();
-    assert_eq!(finished.len(), 3, "one `request finished` line per request");
-    let health = finished.iter().find(|line| line["span"]["route"] == "/health").expect("the /health line");
-    assert_eq!(health["span"]["name"], "request");
-    assert_eq!(health["span"]["method"], "GET");
-    assert_eq!(health["span"]["status"], 200);
-    assert!(health["span"]["latency_ms"].is_number(), "{health}");
-    assert!(health["spans"].as_array().is_some_and(|spans| !spans.is_empty()), "{health}");
-    let trace_id = health["span"]["trace_id"].as_str().unwrap_or_default();
-    assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{health}");
+    assert_eq!(finished.len(), 2, "one `request finished` line per request, none for the probe: {finished:#?}");
+    assert!(!finished.iter().any(|line| line["span"]["route"] == "/health"), "probes are not access-logged");
+    let me = finished.iter().find(|line| line["span"]["route"] == "/api/v1/auth/me").expect("the /auth/me line");
+    assert_eq!(me["span"]["name"], "request");
+    assert_eq!(me["span"]["method"], "GET");
+    assert_eq!(me["span"]["status"], 401);
+    assert!(me["span"]["latency_ms"].is_number(), "{me}");
+    assert!(me["spans"].as_array().is_some_and(|spans| !spans.is_empty()), "{me}");
+    let trace_id = me["span"]["trace_id"].as_str().unwrap_or_default();
+    assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{me}");
     let unmatched = finished.iter().find(|line| line["span"]["route"] == "unmatched").expect("the 404 line");
     assert_eq!(unmatched["span"]["status"], 404);
+}
+
+/// `[log]` decides which requests get an access log line: probes only when asked, successful
+/// requests at the sampling rate, every 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_samples_requests_and_leaves_out_probes_as_configured() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let Some(mut env) = server_env(Backend::Sqlite, &database, false) else { return };
+    env.extend(vars(&[
+        ("PALISADE_LOG__FORMAT", "json"),
+        ("PALISADE_LOG__REQUEST_SAMPLE_RATE", "0.25"),
+        ("PALISADE_LOG__ACCESS_LOG_PROBES", "true"),
+    ]));
+    let server = Server::start(env).await;
+    for _ in 0..8 {
+        let response = server.client.get(server.url("/api/v1/openapi.json")).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for _ in 0..4 {
+        let response = server.client.get(server.url("/health")).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let output = server.stop().await;
+    let routes: Vec<String> = output
+        .stdout
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "request finished")
+        .map(|line| line["span"]["route"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(routes.len(), 3, "a quarter of 12 requests: {routes:?}");
+    assert!(routes.iter().any(|route| route == "/health"), "probes are logged when asked: {routes:?}");
 }
 
 /// A tenant-scoped request's log line names its tenant (uuid) and user (subject): ids only.
@@ -152,7 +185,7 @@ async fn without_an_otlp_endpoint_logs_are_pretty_in_development_and_no_trace_co
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let response = server
         .client
-        .get(server.url("/health"))
+        .get(server.url("/api/v1/openapi.json"))
         .header("x-request-id", &request_id)
         .header("traceparent", format!("00-{caller_trace}-00f067aa0ba902b7-01"))
         .send()
@@ -162,7 +195,7 @@ async fn without_an_otlp_endpoint_logs_are_pretty_in_development_and_no_trace_co
     let output = server.stop().await;
     let line = output.stdout.iter().find(|line| line.contains(&request_id)).expect("a log line naming the request");
     assert!(serde_json::from_str::<Value>(line).is_err(), "development logs are for people: {line}");
-    assert!(line.contains(r#"route="/health""#) && line.contains("status=200"), "{line}");
+    assert!(line.contains(r#"route="/api/v1/openapi.json""#) && line.contains("status=200"), "{line}");
     let everything = output.stdout.join("\n");
     assert!(!everything.contains("trace_id") && !everything.contains(caller_trace), "{everything}");
 }
@@ -221,15 +254,16 @@ mod otel {
         let fresh = unique_name("obs-fresh");
         let response = server
             .client
-            .get(server.url("/health"))
+            .get(server.url("/api/v1/openapi.json"))
             .header("x-request-id", &joined)
             .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
             .send()
             .await
             .expect("request");
         assert_eq!(response.status(), StatusCode::OK);
-        let response = server.client.get(server.url("/ready")).header("x-request-id", &fresh).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let response =
+            server.client.get(server.url("/api/v1/auth/me")).header("x-request-id", &fresh).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let output = server.stop().await;
 
         let exports = export_requests(&collector);
@@ -249,12 +283,13 @@ mod otel {
         let span = spans.iter().find(|s| request_id_of(s).as_deref() == Some(joined.as_str())).expect("the span");
         assert_eq!(hex(&span.trace_id), caller_trace, "the caller's trace is continued");
         assert_eq!(hex(&span.parent_span_id), caller_span, "the caller's span is the parent");
-        assert_eq!(span.name, "GET /health");
+        assert_eq!(span.name, "GET /api/v1/openapi.json");
         assert_eq!(span.kind, SpanKind::Server as i32);
-        assert_eq!(string_attribute(&span.attributes, "route").as_deref(), Some("/health"));
+        assert_eq!(string_attribute(&span.attributes, "route").as_deref(), Some("/api/v1/openapi.json"));
         assert_eq!(int_attribute(&span.attributes, "http.response.status_code"), Some(200));
 
-        let own = spans.iter().find(|s| request_id_of(s).as_deref() == Some(fresh.as_str())).expect("the /ready span");
+        let own =
+            spans.iter().find(|s| request_id_of(s).as_deref() == Some(fresh.as_str())).expect("the /auth/me span");
         assert_ne!(hex(&own.trace_id), caller_trace);
         assert!(own.parent_span_id.is_empty(), "a request without traceparent starts a trace");
 
@@ -372,7 +407,7 @@ mod otel {
             (Some(format!("00-{unsampled}-2222222222222222-00")), unique_name("obs-declined")),
             (None, anonymous.clone()),
         ] {
-            let mut request = server.client.get(server.url("/health")).header("x-request-id", request_id);
+            let mut request = server.client.get(server.url("/api/v1/openapi.json")).header("x-request-id", request_id);
             if let Some(traceparent) = traceparent {
                 request = request.header("traceparent", traceparent);
             }
@@ -500,7 +535,7 @@ mod sentry {
             let service =
                 ServiceInfo { name: "palisade".into(), version: "test".into(), environment: "development".into() };
             let guard = telemetry::init(&TelemetryOptions {
-                log: &LogConfig { format: None, filter: "off".to_owned() },
+                log: &LogConfig { filter: "off".to_owned(), ..Default::default() },
                 default_format: LogFormat::Pretty,
                 telemetry: &TelemetryConfig::default(),
                 service: &service,

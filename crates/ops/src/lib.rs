@@ -4,6 +4,7 @@
 //!
 //! Nothing here knows about tenants, tokens or tables; the `api` crate assembles these parts.
 
+pub mod access_log;
 pub mod metrics;
 pub mod problem;
 pub mod readiness;
@@ -13,6 +14,7 @@ pub mod sentry;
 pub mod server;
 pub mod telemetry;
 
+pub use access_log::{AccessLog, PROBE_PATHS};
 pub use metrics::Metrics;
 pub use problem::Problem;
 pub use readiness::{CheckOutcome, Readiness, ReadinessCheck, ReadinessConfig};

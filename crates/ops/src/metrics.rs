@@ -179,10 +179,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let _in_flight = InFlight::start(&metrics.http_requests_in_flight);
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()).to_owned();
+    // A clone of the matched template is a reference count, not a copy of the string.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let response = next.run(request).await;
-    metrics.http_request_duration_seconds.with_label_values(&[method, &route]).observe(started.elapsed().as_secs_f64());
-    metrics.http_requests_total.with_label_values(&[method, &route, response.status().as_str()]).inc();
+    metrics.http_request_duration_seconds.with_label_values(&[method, route]).observe(started.elapsed().as_secs_f64());
+    metrics.http_requests_total.with_label_values(&[method, route, response.status().as_str()]).inc();
     response
 }
 

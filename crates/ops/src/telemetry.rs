@@ -39,19 +39,55 @@ pub enum LogFormat {
     Json,
 }
 
+/// The level of the per-request access log line ("request finished").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLogLevel {
+    Info,
+    Debug,
+    /// No access log line at all (errors the server logs itself are still logged).
+    Off,
+}
+
 /// The `[log]` configuration section.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `pretty` or `json`; unset means pretty in development and JSON elsewhere.
     pub format: Option<LogFormat>,
     /// An `EnvFilter` directive; `RUST_LOG` wins when set.
     pub filter: String,
+    /// The level of the access log line every request ends with.
+    pub request_level: RequestLogLevel,
+    /// Share of requests answered below 500 that get an access log line, 0.0–1.0; every 5xx is
+    /// logged whatever this says. At thousands of requests a second one line each is most of the
+    /// cost of a cheap request and most of the log bill.
+    pub request_sample_rate: f64,
+    /// Whether `/health`, `/ready` and `/metrics` get a request span and an access log line. Off:
+    /// the kubelet and Prometheus call them every few seconds, and their metrics are counted anyway.
+    pub access_log_probes: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: None, filter: "info".to_owned() }
+        Self {
+            format: None,
+            filter: "info".to_owned(),
+            request_level: RequestLogLevel::Info,
+            request_sample_rate: 1.0,
+            access_log_probes: false,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Every problem with this section.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(0.0..=1.0).contains(&self.request_sample_rate) {
+            problems.push("log.request_sample_rate must be between 0.0 and 1.0".to_owned());
+        }
+        problems
     }
 }
 

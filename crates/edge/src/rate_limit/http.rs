@@ -33,7 +33,7 @@ static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy"
 
 /// Probes and metrics are never limited: a throttled kubelet or Prometheus would take a healthy
 /// pod out of service or blind its monitoring.
-pub const UNLIMITED_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
+pub const UNLIMITED_PATHS: &[&str] = &palisade_ops::PROBE_PATHS;
 
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {

@@ -141,7 +141,7 @@ mod tests {
         let telemetry = TelemetryConfig { otlp_endpoint: Some("http://127.0.0.1:9".to_owned()), ..Default::default() };
         let service = ServiceInfo { name: "palisade".into(), version: "0".into(), environment: "test".into() };
         let guard = init(&TelemetryOptions {
-            log: &LogConfig { format: None, filter: "off".to_owned() },
+            log: &LogConfig { filter: "off".to_owned(), ..Default::default() },
             default_format: LogFormat::Pretty,
             telemetry: &telemetry,
             service: &service,
