@@ -105,7 +105,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_header_count: 100,
-            idle_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(120),
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(10),
             max_connections: 10_000,
