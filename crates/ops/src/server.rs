@@ -25,8 +25,8 @@ use std::{
     future::Future,
     net::SocketAddr,
     sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -190,7 +190,8 @@ where
                 };
                 let Some(slot) = Slot::claim(&open, limits.max_connections, &metrics) else {
                     metrics.http_connections_refused_total.inc();
-                    tracing::warn!(%peer, max_connections = limits.max_connections, "connection refused: too many open");
+                    // Counted, not logged at warn: a flood would otherwise flood the logs too.
+                    tracing::debug!(%peer, max_connections = limits.max_connections, "connection refused: too many open");
                     tokio::spawn(refuse(stream));
                     continue;
                 };
@@ -263,8 +264,8 @@ impl Drop for Slot {
 /// What the watcher of one connection needs to know: requests in flight and when the last ended.
 struct Activity {
     in_flight: AtomicUsize,
-    seen_request: std::sync::atomic::AtomicBool,
-    last_change: std::sync::Mutex<Instant>,
+    seen_request: AtomicBool,
+    last_change: Mutex<Instant>,
     changed: Notify,
 }
 
@@ -272,8 +273,8 @@ impl Activity {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            seen_request: std::sync::atomic::AtomicBool::new(false),
-            last_change: std::sync::Mutex::new(Instant::now()),
+            seen_request: AtomicBool::new(false),
+            last_change: Mutex::new(Instant::now()),
             changed: Notify::new(),
         }
     }
@@ -411,7 +412,10 @@ impl From<&ServerConfig> for HeadLimits {
 /// Middleware: a request whose head exceeds `max_header_bytes` (request line plus header fields,
 /// as sent) or `max_header_count` fields gets 431 problem+json.
 pub async fn limit_request_head(State(limits): State<HeadLimits>, request: Request, next: Next) -> Response {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(1, |target| target.as_str().len())
+        + uri.authority().map_or(0, |authority| authority.as_str().len());
+    let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     let count = request.headers().len();
     if line + fields > limits.max_bytes || count > limits.max_count {
