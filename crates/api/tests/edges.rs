@@ -127,6 +127,30 @@ async fn a_keep_alive_connection_is_closed_after_the_idle_timeout() {
     app.stop().await;
 }
 
+/// An HTTP/2 peer that made a request and then stops answering pings (a dead client, a
+/// vanished NAT entry) is dropped after the keep-alive timeout, long before `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
+    let Some(app) = support::spawn_app(Backend::Sqlite, |s| {
+        s.server.idle_timeout = Duration::from_secs(60);
+        s.server.http2_keep_alive_interval = Duration::from_millis(500);
+        s.server.http2_keep_alive_timeout = Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(H2_PREFACE).await.unwrap();
+    stream.write_all(H2_EMPTY_SETTINGS).await.unwrap();
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: `GET /` over http, from the static table.
+    stream.write_all(&[0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84]).await.unwrap();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), closed_by_server(stream)).await.expect("dropped");
+    assert!(started.elapsed() < Duration::from_secs(5), "dropped only after {:?}", started.elapsed());
+    app.stop().await;
+}
+
 /// Beyond `max_connections` a connection gets an immediate 503 problem with `Connection: close`,
 /// counted in `http_connections_refused_total`; once connections close, new ones are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
