@@ -42,6 +42,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     sentry: Option<Sentry>,
+    setup: Arc<DatabaseSetup>,
 }
 
 impl Application {
@@ -59,20 +60,17 @@ impl Application {
         }
         let metrics = Metrics::new(build_info())?;
         let db = Database::connect(&settings.database, metrics.clone()).await?;
-        if settings.auto_migrate() {
-            db.migrate().await?;
-        }
-        let role_problems = db.role_problems().await?;
-        if !role_problems.is_empty() {
-            if !settings.environment.is_development() {
-                return Err(StartupError::Config(role_problems));
-            }
-            for problem in role_problems {
-                tracing::warn!("{problem} (tolerated in development only)");
-            }
+        let setup = Arc::new(DatabaseSetup::new(db.clone(), &settings));
+        match setup.run().await {
+            Ok(()) => {}
+            Err(SetupError::Transient(error)) => tracing::warn!(
+                %error,
+                "database unreachable at startup; serving with /ready at 503 until it is reachable and set up"
+            ),
+            Err(SetupError::Fatal(error)) => return Err(error),
         }
         let redis = Redis::connect(&settings.redis, metrics.clone())?;
-        let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseCheck(db.clone()))];
+        let mut checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(DatabaseCheck(db.clone())), setup.clone()];
         if let Some(redis) = &redis {
             checks.push(Arc::new(RedisCheck(redis.clone())));
         }
@@ -88,9 +86,6 @@ impl Application {
             config: Arc::new(settings.tenancy.clone()),
             directory: TenantDirectory::new(db.clone(), &settings.tenancy),
         };
-        if settings.environment.is_development() && settings.tenancy.seed_demo_tenant {
-            seed_demo_tenant(&db).await?;
-        }
         let sentry = Sentry::from_config(&settings.sentry, &settings.service_info())
             .map_err(|error| StartupError::Config(vec![error.to_string()]))?;
         let edge = Edge::build(&settings.security_headers, &settings.cors, &settings.client_ip, &settings.compression)
@@ -109,7 +104,7 @@ impl Application {
             AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy, edge, rate_limiter };
         let router = assemble(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Self { listener, router, state, sentry })
+        Ok(Self { listener, router, state, sentry, setup })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -125,17 +120,31 @@ impl Application {
         self.sentry.as_ref()
     }
 
-    /// Serves until `shutdown` resolves, drains, then closes the pools.
+    /// Serves until `shutdown` resolves, drains, then closes the pools. When the database setup
+    /// deferred at startup is refused (an unsafe role outside development, a failing migration),
+    /// the server drains and stops, and this returns the reason as an error.
     pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send,
     {
-        let Self { listener, router, state, sentry } = self;
+        let Self { listener, router, state, sentry, setup } = self;
         tracing::info!(addr = %listener.local_addr()?, environment = state.settings.environment.as_str(), "listening");
         let pinger = state.redis.clone().map(|redis| tokio::spawn(keep_redis_up_current(redis)));
-        let result = serve(listener, router, &state.settings.server, state.readiness.clone(), shutdown).await;
+        let retrier = tokio::spawn(setup.clone().retry_until_done());
+        let stop = async {
+            tokio::select! {
+                () = shutdown => {}
+                () = setup.refused() => {}
+            }
+        };
+        let mut result =
+            serve(listener, router, &state.settings.server, state.readiness.clone(), state.metrics.clone(), stop).await;
+        retrier.abort();
         if let Some(pinger) = pinger {
             pinger.abort();
+        }
+        if let Some(reason) = setup.refusal() {
+            result = result.and(Err(std::io::Error::other(format!("refusing to serve: {reason}"))));
         }
         // Connections still checked out by requests abandoned at the deadline would hold this
         // up; the process is exiting, so give closing a bound of its own.
@@ -199,6 +208,145 @@ async fn seed_demo_tenant(db: &Database) -> Result<(), StartupError> {
         Err(error) => return Err(error.into()),
     }
     Ok(())
+}
+
+/// The work that needs the database before this instance may take traffic: migrations (when
+/// configured), the check of the role it connects as, and the development demo tenant. Run at
+/// startup; when the database is unreachable then, retried in the background while `/ready`
+/// answers 503 (check `startup`), so an outage at deploy time delays readiness instead of
+/// crash-looping the pods. A refusal (an unsafe role outside development, a failing migration)
+/// is final: the check fails for good and [`Application::run_until`] stops the server.
+#[derive(Debug)]
+struct DatabaseSetup {
+    db: Database,
+    auto_migrate: bool,
+    development: bool,
+    seed_demo_tenant: bool,
+    state: std::sync::Mutex<SetupState>,
+    refused: tokio::sync::Notify,
+}
+
+#[derive(Debug, Clone)]
+enum SetupState {
+    Pending,
+    Done,
+    Refused(String),
+}
+
+#[derive(Debug)]
+enum SetupError {
+    /// The database could not be reached; try again later.
+    Transient(StoreError),
+    Fatal(StartupError),
+}
+
+impl From<StoreError> for SetupError {
+    fn from(error: StoreError) -> Self {
+        StartupError::Store(error).into()
+    }
+}
+
+impl From<StartupError> for SetupError {
+    fn from(error: StartupError) -> Self {
+        match error {
+            StartupError::Store(store) if store.is_transient() => Self::Transient(store),
+            StartupError::Tenancy(TenancyError::Store(store)) if store.is_transient() => Self::Transient(store),
+            other => Self::Fatal(other),
+        }
+    }
+}
+
+/// Pause between attempts while the database is unreachable (each attempt also waits up to
+/// `database.acquire_timeout`).
+const SETUP_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+impl DatabaseSetup {
+    fn new(db: Database, settings: &Settings) -> Self {
+        Self {
+            db,
+            auto_migrate: settings.auto_migrate(),
+            development: settings.environment.is_development(),
+            seed_demo_tenant: settings.environment.is_development() && settings.tenancy.seed_demo_tenant,
+            state: std::sync::Mutex::new(SetupState::Pending),
+            refused: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn current(&self) -> SetupState {
+        self.state.lock().map_or(SetupState::Pending, |state| state.clone())
+    }
+
+    fn set(&self, state: SetupState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
+        }
+    }
+
+    async fn run(&self) -> Result<(), SetupError> {
+        self.db.ping().await?;
+        if self.auto_migrate {
+            self.db.migrate().await?;
+        }
+        let role_problems = self.db.role_problems().await?;
+        if !role_problems.is_empty() {
+            if !self.development {
+                return Err(SetupError::Fatal(StartupError::Config(role_problems)));
+            }
+            for problem in role_problems {
+                tracing::warn!("{problem} (tolerated in development only)");
+            }
+        }
+        if self.seed_demo_tenant {
+            seed_demo_tenant(&self.db).await?;
+        }
+        self.set(SetupState::Done);
+        Ok(())
+    }
+
+    /// Retries a setup deferred at startup until it is done or refused.
+    async fn retry_until_done(self: Arc<Self>) {
+        while matches!(self.current(), SetupState::Pending) {
+            match self.run().await {
+                Ok(()) => tracing::info!("database reachable; setup done, instance may become ready"),
+                Err(SetupError::Transient(error)) => {
+                    tracing::debug!(%error, "database still unreachable");
+                    tokio::time::sleep(SETUP_RETRY_INTERVAL).await;
+                }
+                Err(SetupError::Fatal(error)) => {
+                    tracing::error!(%error, "refusing to serve");
+                    self.set(SetupState::Refused(error.to_string()));
+                    self.refused.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Resolves when the setup has been refused.
+    async fn refused(&self) {
+        self.refused.notified().await;
+    }
+
+    fn refusal(&self) -> Option<String> {
+        match self.current() {
+            SetupState::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl ReadinessCheck for DatabaseSetup {
+    fn name(&self) -> &'static str {
+        "startup"
+    }
+
+    fn check(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let outcome = match self.current() {
+            SetupState::Done => Ok(()),
+            SetupState::Pending => Err("database setup (migrations, role check) not done yet".to_owned()),
+            SetupState::Refused(reason) => Err(format!("refused: {reason}")),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
 }
 
 async fn keep_redis_up_current(redis: Redis) {

@@ -27,14 +27,18 @@
 //! 9. `CompressionLayer` (gzip, br; bodies of `compression.min_size_bytes` or more) — outside
 //!    `normalize`, which must read error bodies uncompressed.
 //! 10. `problem::normalize` — any error response leaves as problem+json with the request id.
-//! 11. `rate_limit::limit_by_client_ip` — the `anonymous` policy per client address, before
+//! 11. `server::limit_request_head` — a request line plus headers over `server.max_header_bytes`,
+//!     or more than `server.max_header_count` fields, gets 431 here, inside `normalize` so the
+//!     refusal has the shape of every other error (hyper's own, bare refusal is kept for heads
+//!     twice as large).
+//! 12. `rate_limit::limit_by_client_ip` — the `anonymous` policy per client address, before
 //!     authentication (which runs in the handlers' extractors) and before any body is read; inside
 //!     `normalize` so the 429 carries the request id. `/health`, `/ready` and `/metrics` are never
 //!     limited. Leaves a `RateLimitRecord` in the request so the per-user policies the auth code
 //!     applies report in the same `RateLimit` headers.
-//! 12. `CatchPanicLayer` — a panicking handler becomes a 500 problem; the server keeps serving.
-//! 13. `TimeoutLayer` — a request running past `server.request_timeout` gets 503.
-//! 14. `RequestBodyLimitLayer` — bodies over `server.body_limit_bytes` get 413.
+//! 13. `CatchPanicLayer` — a panicking handler becomes a 500 problem; the server keeps serving.
+//! 14. `TimeoutLayer` — a request running past `server.request_timeout` gets 503.
+//! 15. `RequestBodyLimitLayer` — bodies over `server.body_limit_bytes` get 413.
 //!
 //! All are applied with `Router::layer`, which wraps each route (and the fallback) individually:
 //! that is what lets the metrics and the trace span see the matched route template.
@@ -56,7 +60,11 @@ use tracing::Span;
 
 use palisade_edge::{Edge, RateLimiter, client_ip, cors, rate_limit, security_headers};
 
-use palisade_ops::{AccessLog, Metrics, Problem, ServerConfig, metrics, problem, request_id, sentry::Sentry};
+use palisade_ops::{
+    AccessLog, Metrics, Problem, ServerConfig, metrics, problem, request_id,
+    sentry::Sentry,
+    server::{self, HeadLimits},
+};
 
 /// Headers that carry credentials.
 const SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
@@ -83,6 +91,7 @@ pub fn apply(
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
+        .layer(from_fn_with_state(HeadLimits::from(server), server::limit_request_head))
         .layer(from_fn(problem::normalize));
     let router = match edge.compression.layer() {
         Some(compression) => router.layer(compression),

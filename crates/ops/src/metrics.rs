@@ -21,7 +21,7 @@ use prometheus::{
 pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name DESIGN.md fixes; alert rules and dashboards depend on each.
-pub const CONTRACT: [&str; 11] = [
+pub const CONTRACT: [&str; 13] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -33,6 +33,8 @@ pub const CONTRACT: [&str; 11] = [
     "rate_limit_decisions_total",
     "auth_failures_total",
     "build_info",
+    "http_connections_open",
+    "http_connections_refused_total",
 ];
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub rate_limit_decisions_total: IntCounterVec,
     pub auth_failures_total: IntCounterVec,
     pub build_info: IntGaugeVec,
+    pub http_connections_open: IntGauge,
+    pub http_connections_refused_total: IntCounter,
 }
 
 /// Build identity for `build_info`.
@@ -105,6 +109,14 @@ impl Metrics {
                 Opts::new("build_info", "Always 1; labels carry the running build."),
                 &["version", "git_sha"],
             )?,
+            http_connections_open: IntGauge::new(
+                "http_connections_open",
+                "Client connections open now (idle ones included), against server.max_connections.",
+            )?,
+            http_connections_refused_total: IntCounter::new(
+                "http_connections_refused_total",
+                "Client connections refused because server.max_connections were already open.",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -131,6 +143,8 @@ impl Metrics {
         r.register(Box::new(self.rate_limit_decisions_total.clone()))?;
         r.register(Box::new(self.auth_failures_total.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.http_connections_open.clone()))?;
+        r.register(Box::new(self.http_connections_refused_total.clone()))?;
         Ok(())
     }
 

@@ -14,6 +14,11 @@ pub enum StoreError {
     /// SQLite's single writer stayed busy past `busy_timeout`: overload, not a bug.
     #[error("the database is busy")]
     Busy,
+    /// The connection broke or the server is going away (restart, failover,
+    /// `pg_terminate_backend`): transient, and the pool replaces the connection, so the client
+    /// is told to retry rather than shown a 500.
+    #[error("database connection lost: {0}")]
+    ConnectionLost(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Query(#[source] sqlx::Error),
     #[error("cannot create the database directory {path}: {source}")]
@@ -33,7 +38,70 @@ impl From<sqlx::Error> for StoreError {
             {
                 Self::Busy
             }
+            error if is_connection_level(&error) => Self::ConnectionLost(error),
             other => Self::Query(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether retrying later can succeed: the database is unreachable, restarting or overloaded,
+    /// as opposed to refusing the work itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::PoolTimeout | Self::Busy | Self::ConnectionLost(_) => true,
+            Self::Connect(error)
+            | Self::Migrate(
+                sqlx::migrate::MigrateError::Execute(error) | sqlx::migrate::MigrateError::ExecuteMigration(error, _),
+            ) => is_connection_level(error),
+            _ => false,
+        }
+    }
+}
+
+fn is_connection_level(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && db.code().is_some_and(|code| is_connection_sqlstate(&code))
+        }
+        _ => false,
+    }
+}
+
+/// SQLSTATE class 08 (connection exception) and the operator-intervention codes that end a
+/// session: 57P01 admin_shutdown (`pg_terminate_backend`, a fast shutdown), 57P02 crash_shutdown,
+/// 57P03 cannot_connect_now (starting up or in recovery), 57P05 idle_session_timeout.
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_level_failures_are_classified_as_lost_connections() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(StoreError::from(io), StoreError::ConnectionLost(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::PoolClosed), StoreError::ConnectionLost(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::Protocol("eof".into())), StoreError::ConnectionLost(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::RowNotFound), StoreError::Query(_)));
+    }
+
+    #[test]
+    fn session_ending_sqlstates_are_connection_failures_and_others_are_not() {
+        for code in ["08000", "08006", "57P01", "57P02", "57P03"] {
+            assert!(is_connection_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "57014", "42P01", "22P02"] {
+            assert!(!is_connection_sqlstate(code), "{code}");
         }
     }
 }
