@@ -76,7 +76,6 @@ impl Application {
         if let Some(redis) = &redis {
             checks.push(Arc::new(RedisCheck(redis.clone())));
         }
-        let readiness = Readiness::new(settings.readiness.clone(), checks);
         let auth =
             Authenticator::new(&settings.auth, settings.environment.is_development(), metrics.clone(), redis.clone())
                 .await
@@ -84,10 +83,13 @@ impl Application {
                     AuthError::Config(problems) => StartupError::Config(problems),
                     other => StartupError::Auth(other),
                 })?;
+        checks.extend(auth.readiness_check());
+        let readiness = Readiness::new(settings.readiness.clone(), checks);
         let tenancy = Tenancy {
             config: Arc::new(settings.tenancy.clone()),
             directory: TenantDirectory::new(db.clone(), &settings.tenancy),
         };
+        auth.set_tenant_ids(Arc::new(tenancy.directory.clone()));
         if settings.environment.is_development() && settings.tenancy.seed_demo_tenant {
             seed_demo_tenant(&db).await?;
         }
