@@ -74,7 +74,6 @@ impl Application {
         if let Some(redis) = &redis {
             checks.push(Arc::new(RedisCheck(redis.clone())));
         }
-        let readiness = Readiness::new(settings.readiness.clone(), checks);
         let auth =
             Authenticator::new(&settings.auth, settings.environment.is_development(), metrics.clone(), redis.clone())
                 .await
@@ -82,10 +81,13 @@ impl Application {
                     AuthError::Config(problems) => StartupError::Config(problems),
                     other => StartupError::Auth(other),
                 })?;
+        checks.extend(auth.readiness_check());
+        let readiness = Readiness::new(settings.readiness.clone(), checks);
         let tenancy = Tenancy {
             config: Arc::new(settings.tenancy.clone()),
             directory: TenantDirectory::new(db.clone(), &settings.tenancy),
         };
+        auth.set_tenant_ids(Arc::new(tenancy.directory.clone()));
         let sentry = Sentry::from_config(&settings.sentry, &settings.service_info())
             .map_err(|error| StartupError::Config(vec![error.to_string()]))?;
         let edge = Edge::build(&settings.security_headers, &settings.cors, &settings.client_ip, &settings.compression)

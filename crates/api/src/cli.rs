@@ -151,6 +151,11 @@ async fn migrate(settings: Settings) -> ExitCode {
             eprintln!("palisade: migrations applied");
             ExitCode::SUCCESS
         }
+        // StoreError::Migrate already says "migration failed"; other errors (connecting) don't.
+        Err(error @ palisade_store::StoreError::Migrate(_)) => {
+            eprintln!("palisade: {error}");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("palisade: migration failed: {error}");
             ExitCode::FAILURE

@@ -64,8 +64,26 @@ pub struct Settings {
 
 /// Settings could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct LoadError(#[from] config::ConfigError);
+pub enum LoadError {
+    #[error("configuration error: {0}")]
+    Config(#[from] config::ConfigError),
+    /// Variables or config-file keys that name no setting: a typo must not silently leave the
+    /// default in place (a misspelt `PALISADE_ENVIRONMENT` would run production as development).
+    #[error("configuration error: {} name(s) no setting:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Unknown(Vec<String>),
+}
+
+/// `PALISADE_*` variables that are not settings but belong to the project's own tooling (the
+/// test harness, the smoke test, the Compose file and the image build), so they may be present
+/// in the server's environment.
+const NOT_SETTINGS: &[&str] = &[
+    "PALISADE_CONFIG_DIR",
+    "PALISADE_BIN",
+    "PALISADE_GIT_SHA",
+    "PALISADE_VERSION",
+    "PALISADE_PUBLISH_ADDR",
+    "PALISADE_PUBLISH_PORT",
+];
 
 /// Env vars whose well-known names are honoured, and the keys they fill in. A
 /// `PALISADE_<SECTION>__<KEY>` variable for the same key wins.
@@ -93,6 +111,18 @@ impl Settings {
     /// As [`Settings::load`], from an explicit environment (tests) and config directory.
     pub fn load_from(env: &HashMap<String, String>, config_dir: &std::path::Path) -> Result<Self, LoadError> {
         let environment = env.get("PALISADE_ENVIRONMENT").map_or("development", String::as_str).to_lowercase();
+        let known = known_keys();
+        let mut unknown = unknown_variables(env, &known);
+        let files = [config_dir.join("default"), config_dir.join(&environment)];
+        for file in &files {
+            unknown.extend(unknown_file_keys(file, &known)?);
+        }
+        if !unknown.is_empty() {
+            return Err(LoadError::Unknown(unknown));
+        }
+        if let Some(problem) = invalid_environment(&environment) {
+            return Err(LoadError::Unknown(vec![problem]));
+        }
         let palisade_env: config::Map<String, String> =
             env.iter().filter(|(k, _)| is_setting_variable(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut builder = config::Config::builder()
@@ -123,8 +153,15 @@ impl Settings {
     }
 
     /// Every problem with these settings, all at once. Outside development this includes each
-    /// insecure setting; the server refuses to start while the list is not empty.
+    /// insecure setting; the server refuses to start while the list is not empty. Each problem
+    /// names the environment variable of the first setting it mentions, since that is what an
+    /// operator of a container sets.
     pub fn problems(&self) -> Vec<String> {
+        let known = known_keys();
+        self.raw_problems().into_iter().map(|problem| with_variable(problem, &known)).collect()
+    }
+
+    fn raw_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.server.body_limit_bytes == 0 {
             problems.push("server.body_limit_bytes must be greater than 0".to_owned());
@@ -192,6 +229,130 @@ impl Settings {
     }
 }
 
+/// Every setting's key (`environment`, `server.addr`, …), with whether it holds a table of
+/// names the operator chooses (e.g. `rate_limit.policies`), below which any key is accepted.
+fn known_keys() -> std::collections::BTreeMap<String, bool> {
+    let mut keys = std::collections::BTreeMap::new();
+    let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(Settings::default()) else { return keys };
+    for (section, value) in sections {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (field, value) in fields {
+                    keys.insert(format!("{section}.{field}"), value.is_object());
+                }
+            }
+            _ => {
+                keys.insert(section, false);
+            }
+        }
+    }
+    keys
+}
+
+/// `server.addr` → `PALISADE_SERVER__ADDR`.
+fn variable_for(key: &str) -> String {
+    format!("PALISADE_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Whether `key` (dotted, lowercase) is a setting or lies below a table of chosen names.
+fn is_known(key: &str, known: &std::collections::BTreeMap<String, bool>) -> bool {
+    if known.contains_key(key) {
+        return true;
+    }
+    let mut parts = key.splitn(3, '.');
+    let (Some(section), Some(field), Some(_)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    known.get(&format!("{section}.{field}")).copied().unwrap_or(false)
+}
+
+/// The closest of `candidates` to `name`, if any is close enough to be the one meant.
+fn nearest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|candidate| (strsim::levenshtein(&name.to_lowercase(), &candidate.to_lowercase()), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(2))
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+fn suggestion(nearest: Option<&str>) -> String {
+    nearest.map_or_else(String::new, |name| format!(" (did you mean `{name}`?)"))
+}
+
+/// `PALISADE_*` variables that map to no setting, each with the nearest valid name.
+fn unknown_variables(env: &HashMap<String, String>, known: &std::collections::BTreeMap<String, bool>) -> Vec<String> {
+    let variables: Vec<String> = known.keys().map(|key| variable_for(key)).collect();
+    let mut unknown: Vec<String> = env
+        .keys()
+        .filter(|name| name.starts_with("PALISADE_"))
+        .filter(|name| !NOT_SETTINGS.contains(&name.as_str()) && !name.starts_with("PALISADE_TEST_"))
+        .filter(|name| {
+            let key = name["PALISADE_".len()..].to_lowercase().replace("__", ".");
+            !(name.as_str() == "PALISADE_ENVIRONMENT" || (name.contains("__") && is_known(&key, known)))
+        })
+        .map(|name| {
+            let near = nearest(name, variables.iter().map(String::as_str));
+            format!("environment variable {name} is not a setting{}", suggestion(near))
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Keys of a config file (`config/default.toml`, …) that map to no setting.
+fn unknown_file_keys(
+    file: &std::path::Path,
+    known: &std::collections::BTreeMap<String, bool>,
+) -> Result<Vec<String>, config::ConfigError> {
+    let table = config::Config::builder()
+        .add_source(config::File::from(file.to_path_buf()).required(false))
+        .build()?
+        .try_deserialize::<serde_json::Map<String, serde_json::Value>>()?;
+    let mut keys = Vec::new();
+    for (section, value) in &table {
+        match value {
+            serde_json::Value::Object(fields) if !known.contains_key(section.as_str()) => {
+                keys.extend(fields.keys().map(|field| format!("{section}.{field}")));
+            }
+            _ => keys.push(section.clone()),
+        }
+    }
+    let mut unknown = Vec::new();
+    for key in keys {
+        if !is_known(&key, known) {
+            let near = nearest(&key, known.keys().map(String::as_str));
+            unknown.push(format!("key `{key}` in {} is not a setting{}", file.display(), suggestion(near)));
+        }
+    }
+    Ok(unknown)
+}
+
+/// The environment's name, when it is none of the valid ones: listed, with the variable.
+fn invalid_environment(name: &str) -> Option<String> {
+    let valid = [Environment::Development, Environment::Staging, Environment::Production].map(Environment::as_str);
+    (!valid.contains(&name)).then(|| {
+        format!(
+            "PALISADE_ENVIRONMENT (environment) is `{name}`; valid values: {}{}",
+            valid.join(", "),
+            suggestion(nearest(name, valid.into_iter()))
+        )
+    })
+}
+
+/// Appends the environment variable of the first setting key `problem` names, unless it names
+/// a `PALISADE_` variable already.
+fn with_variable(problem: String, known: &std::collections::BTreeMap<String, bool>) -> String {
+    if problem.contains("PALISADE_") {
+        return problem;
+    }
+    let key = problem
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .map(|word| word.trim_end_matches('.'))
+        .find(|word| word.contains('.') && known.contains_key(*word));
+    match key {
+        Some(key) => format!("{problem} [{}]", variable_for(key)),
+        None => problem,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +415,54 @@ mod tests {
     fn an_unknown_key_is_an_error_not_ignored() {
         let env = [("PALISADE_SERVER__ADRR".to_owned(), "x".to_owned())].into_iter().collect();
         assert!(Settings::load_from(&env, std::path::Path::new("/nonexistent")).is_err());
+    }
+
+    fn load_error(vars: &[(&str, &str)]) -> String {
+        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::load_from(&env, std::path::Path::new("/nonexistent")).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_refused_with_the_nearest_valid_name() {
+        let error = load_error(&[("PALISADE_SERVER_ADDR", "0.0.0.0:1"), ("PALISADE_ENVIROMENT", "production")]);
+        assert!(error.contains("PALISADE_SERVER_ADDR is not a setting (did you mean `PALISADE_SERVER__ADDR`?)"), "{error}");
+        assert!(error.contains("PALISADE_ENVIROMENT is not a setting (did you mean `PALISADE_ENVIRONMENT`?)"), "{error}");
+        let error = load_error(&[("PALISADE_SERVER__ADRR", "x")]);
+        assert!(error.contains("did you mean `PALISADE_SERVER__ADDR`?"), "{error}");
+        let error = load_error(&[("PALISADE_WHATEVER", "x")]);
+        assert!(error.contains("PALISADE_WHATEVER is not a setting"), "{error}");
+    }
+
+    #[test]
+    fn chosen_names_below_a_table_are_settings() {
+        let settings = load(&[("PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__BURST", "7")]);
+        assert_eq!(settings.rate_limit.policies["anonymous"].burst, 7);
+    }
+
+    #[test]
+    fn a_misspelt_config_file_key_is_refused_with_the_nearest_valid_name() {
+        let dir = std::env::temp_dir().join(format!("palisade-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("default.toml"), "enviroment = \"production\"\n[server]\nadrr = \"x\"\n")
+            .expect("write");
+        let error = Settings::load_from(&HashMap::new(), &dir).expect_err("refused").to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(error.contains("key `enviroment`") && error.contains("did you mean `environment`?"), "{error}");
+        assert!(error.contains("key `server.adrr`") && error.contains("did you mean `server.addr`?"), "{error}");
+    }
+
+    #[test]
+    fn an_invalid_environment_lists_the_valid_values() {
+        let error = load_error(&[("PALISADE_ENVIRONMENT", "prod")]);
+        assert!(error.contains("PALISADE_ENVIRONMENT"), "{error}");
+        assert!(error.contains("development, staging, production"), "{error}");
+    }
+
+    #[test]
+    fn problems_name_the_environment_variable_as_well_as_the_key() {
+        let problems = load(&[("PALISADE_ENVIRONMENT", "production")]).problems();
+        let redis = problems.iter().find(|p| p.contains("redis.url")).expect("redis problem");
+        assert!(redis.contains("PALISADE_REDIS__URL"), "{redis}");
     }
 
     #[test]

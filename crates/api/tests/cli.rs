@@ -226,3 +226,30 @@ fn token_is_refused_outside_development() {
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty(), "no token may be printed");
 }
+
+#[test]
+fn config_check_refuses_a_misspelt_variable_naming_it_and_the_nearest_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variable, value, suggested) in [
+        ("PALISADE_SERVER_ADDR", "0.0.0.0:9000", "PALISADE_SERVER__ADDR"),
+        ("PALISADE_ENVIROMENT", "production", "PALISADE_ENVIRONMENT"),
+    ] {
+        let output = palisade(dir.path()).args(["config", "check"]).env(variable, value).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(stderr.contains(variable) && stderr.contains(&format!("did you mean `{suggested}`?")), "{stderr}");
+    }
+    let output = palisade(dir.path()).args(["config", "check"]).env("PALISADE_ENVIRONMENT", "prod").output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("development, staging, production"), "{stderr}");
+}
+
+#[test]
+fn production_problems_name_the_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        palisade(dir.path()).args(["config", "check"]).env("PALISADE_ENVIRONMENT", "production").output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("redis.url") && stderr.contains("PALISADE_REDIS__URL"), "{stderr}");
+}

@@ -315,7 +315,7 @@ mod otel {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{}", collector.addr)),
             ("PALISADE_AUTH__ISSUER", &issuer),
             ("PALISADE_AUTH__AUDIENCE", "palisade"),
-            ("PALISADE_AUTH__JWKS_UNKNOWN_KID_COOLDOWN", "10ms"),
+            ("PALISADE_AUTH__JWKS_UNKNOWN_KID_REFETCHES_PER_MINUTE", "60"),
         ]));
         let server = Server::start(env).await;
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -28,6 +28,8 @@ on_both_backends!(
     platform_admins_create_list_and_get_tenants,
     a_revoked_token_is_refused,
     the_openapi_document_covers_every_api_route,
+    control_characters_in_any_text_field_get_422_naming_the_field,
+    an_unknown_tenant_and_someone_elses_tenant_get_the_same_answer,
 );
 
 async fn send(app: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
@@ -147,7 +149,7 @@ async fn tenant_resolution_refuses_disagreement_unknown_malformed_and_unbound(ba
     let cases = [
         (a.clone(), Some("tenant-b"), StatusCode::FORBIDDEN),
         (a.clone(), Some("tenant-a"), StatusCode::OK),
-        (a.clone(), Some("no-such-tenant"), StatusCode::NOT_FOUND),
+        (a.clone(), Some("no-such-tenant"), StatusCode::FORBIDDEN),
         (a.clone(), Some("Not A Slug!"), StatusCode::BAD_REQUEST),
         (app.token(Some("ghost"), "alice", RW), None, StatusCode::NOT_FOUND),
         (app.token(None, "drifter", RW), Some("tenant-a"), StatusCode::FORBIDDEN),
@@ -579,6 +581,40 @@ async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
     first.stop().await;
 }
 
+/// Revocation keys are canonical: whether the revoking admin's token and the victim's token name
+/// the tenant by slug or by uuid (all four combinations), the victim's token is refused on both
+/// replicas sharing Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_the_token_whether_either_side_named_the_tenant_by_slug_or_uuid() {
+    let Some(first) = spawn_app(Backend::Postgres, |_| {}).await else { return };
+    let settings = (*first.state.settings).clone();
+    let second = support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
+    let tenant = first.create_tenant("revokers").await;
+    let uuid = tenant["id"].as_str().unwrap().to_owned();
+    let upper = uuid.to_uppercase();
+    let forms = [("slug", "revokers"), ("uuid", uuid.as_str()), ("UUID", upper.as_str())];
+    for (admin_form, admin_tenant) in forms {
+        for (victim_form, victim_tenant) in forms {
+            let case = format!("admin by {admin_form}, victim by {victim_form}");
+            let admin = first.token(Some(admin_tenant), "admin", &["tenant:admin"]);
+            let victim = first.token(Some(victim_tenant), "victim", RW);
+            let me = send(&second, Method::GET, "/api/v1/auth/me", &victim, None).await;
+            assert_eq!(me.status(), StatusCode::OK, "{case}");
+            let jti = me.json::<Value>().await.unwrap()["jti"].as_str().unwrap().to_owned();
+            let revoked =
+                send(&first, Method::POST, "/api/v1/auth/revoke", &admin, Some(json!({"jti": jti}))).await;
+            assert_eq!(revoked.status(), StatusCode::NO_CONTENT, "{case}");
+            for (replica, path) in [(&first, "/api/v1/todos"), (&second, "/api/v1/todos"), (&second, "/api/v1/auth/me")] {
+                let refused = send(replica, Method::GET, path, &victim, None).await;
+                assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{case} on {path}");
+                assert_eq!(refused.json::<Value>().await.unwrap()["reason"], "revoked", "{case}");
+            }
+        }
+    }
+    second.stop().await;
+    first.stop().await;
+}
+
 async fn each_caller_has_its_own_budget_per_tenant_and_writes_a_tighter_one(backend: Backend) {
     use palisade_edge::rate_limit::{AUTHENTICATED, Policy, WRITE};
     let Some(app) = spawn_app(backend, |s| {
@@ -754,4 +790,61 @@ async fn a_slowly_uploaded_body_holds_no_transaction_open(backend: Backend) {
 async fn jti_of(app: &TestApp, token: &str) -> String {
     let me: Value = send(app, Method::GET, "/api/v1/auth/me", token, None).await.json().await.unwrap();
     me["jti"].as_str().unwrap().to_owned()
+}
+
+async fn control_characters_in_any_text_field_get_422_naming_the_field(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("acme").await;
+    let token = app.token(Some("acme"), "alice", RW);
+    let platform = app.token(None, "platform-operator", &["platform:admin"]);
+    let todo = create_todo(&app, &token, "fine").await;
+    let todo_path = format!("/api/v1/todos/{}", todo["id"].as_str().unwrap());
+    let cases = [
+        (Method::POST, "/api/v1/todos", &token, json!({"title": "a\u{0}b"}), "title"),
+        (Method::POST, "/api/v1/todos", &token, json!({"title": "bell\u{7}"}), "title"),
+        (Method::PATCH, todo_path.as_str(), &token, json!({"title": "x\u{1b}[31m"}), "title"),
+        (Method::POST, "/api/v1/tenants", &platform, json!({"slug": "nul", "name": "N\u{0}L"}), "name"),
+    ];
+    for (method, path, token, body, field) in cases {
+        let response = send(&app, method.clone(), path, token, Some(body.clone())).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{method} {path} {body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    // Nothing was stored, and tab and newline are still text.
+    let listed: Value = send(&app, Method::GET, "/api/v1/todos", &token, None).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    let created = create_todo(&app, &token, "line one\nline\ttwo").await;
+    assert_eq!(created["title"], "line one\nline\ttwo");
+    app.stop().await;
+}
+
+async fn an_unknown_tenant_and_someone_elses_tenant_get_the_same_answer(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    app.create_tenant("tenant-a").await;
+    let other = app.create_tenant("tenant-b").await;
+    let a = app.token(Some("tenant-a"), "alice", RW);
+    let drifter = app.token(None, "drifter", RW);
+    let probe = |token: String, header: String| {
+        let request = app.client.get(app.url("/api/v1/todos")).bearer_auth(token).header("x-tenant-id", header);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let mut body: Value = response.json().await.unwrap();
+            body.as_object_mut().unwrap().remove("request_id");
+            (status, body)
+        }
+    };
+    for token in [a, drifter] {
+        let existing = probe(token.clone(), "tenant-b".to_owned()).await;
+        let by_uuid = probe(token.clone(), other["id"].as_str().unwrap().to_owned()).await;
+        let unknown = probe(token.clone(), "no-such-tenant".to_owned()).await;
+        let unknown_uuid = probe(token, "00000000-0000-4000-8000-000000000000".to_owned()).await;
+        assert_eq!(existing.0, StatusCode::FORBIDDEN, "{}", existing.1);
+        assert_eq!(existing, unknown);
+        assert_eq!(by_uuid, unknown_uuid);
+        assert_eq!(existing, by_uuid);
+    }
+    app.stop().await;
 }

@@ -1,13 +1,15 @@
 //! The [`Authenticator`]: turns a bearer token into an [`AuthContext`] or says why not.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock, PoisonError, Weak},
     time::{Duration, Instant},
 };
 
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
-use palisade_ops::Metrics;
+use palisade_ops::{Metrics, ReadinessCheck};
 use palisade_store::Redis;
 use time::OffsetDateTime;
 use tokio::task::AbortHandle;
@@ -30,11 +32,20 @@ fn is_revocable_jti(jti: &str) -> bool {
     !jti.is_empty() && jti.len() <= 255 && jti.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The revocation list's key for a token: its tenant claim and its jti. The tenant part is
-/// length-prefixed so no choice of the two can collide with another.
-fn revocation_key(tenant: Option<&str>, jti: &str) -> String {
-    let tenant = tenant.unwrap_or("");
+/// The revocation list's key for a token: its tenant's uuid (empty for a token without a tenant
+/// claim) and its jti. Canonical whatever the caller named the tenant by (slug or uuid, in any
+/// case), so a revocation reaches the token however either side spelled the tenant. The tenant
+/// part is length-prefixed so no choice of the two can collide with another.
+fn revocation_key(tenant: &str, jti: &str) -> String {
     format!("{}:{tenant}:{jti}", tenant.len())
+}
+
+/// Maps a tenant claim (a slug or a uuid, as the token states it) to the tenant's uuid, so that
+/// revocations are keyed canonically. The tenancy crate's directory implements it; the
+/// authenticator cannot depend on it (tenancy depends on auth).
+pub trait TenantIds: Send + Sync + std::fmt::Debug {
+    /// `None` for an unknown tenant or when the lookup failed.
+    fn tenant_id<'a>(&'a self, claim: &'a str) -> Pin<Box<dyn Future<Output = Option<uuid::Uuid>> + Send + 'a>>;
 }
 
 /// How tokens are verified: by the issuer's published keys, or by the development secret.
@@ -64,6 +75,8 @@ pub struct Authenticator {
     metrics: Arc<Metrics>,
     refresh_task: Option<AbortHandle>,
     last_open_warning: Mutex<Option<Instant>>,
+    ready_requires_signing_keys: bool,
+    tenant_ids: OnceLock<Arc<dyn TenantIds>>,
 }
 
 impl Drop for Authenticator {
@@ -101,7 +114,7 @@ impl Authenticator {
                         issuer.clone(),
                         config.jwks_uri.clone(),
                         config.jwks_fetch_timeout,
-                        config.jwks_unknown_kid_cooldown,
+                        config.jwks_unknown_kid_refetches_per_minute,
                     )
                     .map_err(|error| AuthError::Internal(format!("cannot build the HTTP client: {error}")))?,
                 );
@@ -156,6 +169,8 @@ impl Authenticator {
             metrics,
             refresh_task,
             last_open_warning: Mutex::new(None),
+            ready_requires_signing_keys: config.ready_requires_signing_keys,
+            tenant_ids: OnceLock::new(),
         }))
     }
 
@@ -199,7 +214,8 @@ impl Authenticator {
             .ok()
             .and_then(|leeway| expires_at.checked_add(leeway))
             .unwrap_or(expires_at);
-        match self.revocations.revoke(&revocation_key(tenant, jti), until).await {
+        let tenant = self.canonical_tenant(tenant).await;
+        match self.revocations.revoke(&revocation_key(&tenant, jti), until).await {
             Ok(()) => {
                 tracing::info!("access token revoked");
                 Ok(())
@@ -209,6 +225,29 @@ impl Authenticator {
                 tracing::error!(%error, "a token revocation could not be stored");
                 Err(AuthError::RevocationUnavailable)
             }
+        }
+    }
+
+    /// Lets revocations name a tenant by slug: without it a slug claim is keyed as written, so
+    /// a token naming its tenant by uuid would escape a revocation by slug. Set once, at startup.
+    pub fn set_tenant_ids(&self, ids: Arc<dyn TenantIds>) {
+        if self.tenant_ids.set(ids).is_err() {
+            tracing::warn!("the tenant id lookup was set twice; keeping the first");
+        }
+    }
+
+    /// The tenant part of a revocation key: the tenant's uuid in its canonical (lowercase,
+    /// hyphenated) form. A uuid claim needs no lookup; a slug is looked up (cached by the
+    /// directory). A claim that names no tenant is kept as written: such a token is refused by
+    /// tenant resolution anyway.
+    async fn canonical_tenant(&self, claim: Option<&str>) -> String {
+        let Some(claim) = claim else { return String::new() };
+        if let Ok(id) = uuid::Uuid::parse_str(claim) {
+            return id.to_string();
+        }
+        match self.tenant_ids.get() {
+            Some(ids) => ids.tenant_id(claim).await.map_or_else(|| claim.to_owned(), |id| id.to_string()),
+            None => claim.to_owned(),
         }
     }
 
@@ -241,6 +280,14 @@ impl Authenticator {
             Mode::Oidc(oidc) => oidc.keys.key_count(),
             Mode::Development(_) => 0,
         }
+    }
+
+    /// The readiness check "the issuer's signing keys were loaded", in OIDC mode and unless
+    /// `auth.ready_requires_signing_keys` is off: a pod that cannot verify any token takes no
+    /// traffic.
+    pub fn readiness_check(self: &Arc<Self>) -> Option<Arc<dyn ReadinessCheck>> {
+        (self.is_oidc() && self.ready_requires_signing_keys)
+            .then(|| Arc::new(SigningKeysCheck(Arc::downgrade(self))) as Arc<dyn ReadinessCheck>)
     }
 
     fn counted(&self, result: Result<AuthContext, AuthError>) -> Result<AuthContext, AuthError> {
@@ -291,7 +338,8 @@ impl Authenticator {
         let Some(jti) = context.jti.as_deref() else {
             return Ok(context);
         };
-        match self.revocations.is_revoked(&revocation_key(context.tenant.as_deref(), jti)).await {
+        let tenant = self.canonical_tenant(context.tenant.as_deref()).await;
+        match self.revocations.is_revoked(&revocation_key(&tenant, jti)).await {
             Ok(false) => Ok(context),
             Ok(true) => Err(AuthError::Revoked),
             Err(error) => match self.failure_mode {
@@ -317,6 +365,24 @@ impl Authenticator {
                 "token revocation cannot be checked; letting requests through (open mode, see ADR 0002)"
             );
         }
+    }
+}
+
+/// Ready once the issuer's keys are cached. Holds a weak reference: readiness must not keep the
+/// authenticator (and its refresh task) alive.
+#[derive(Debug)]
+struct SigningKeysCheck(Weak<Authenticator>);
+
+impl ReadinessCheck for SigningKeysCheck {
+    fn name(&self) -> &'static str {
+        "signing_keys"
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        let count = self.0.upgrade().map_or(0, |auth| auth.signing_key_count());
+        Box::pin(async move {
+            if count > 0 { Ok(()) } else { Err("the issuer's signing keys have never been loaded".to_owned()) }
+        })
     }
 }
 

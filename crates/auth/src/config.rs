@@ -54,10 +54,11 @@ pub struct AuthConfig {
     /// known before the first token signed with it arrives.
     #[serde(with = "humantime_serde")]
     pub jwks_refresh_interval: Duration,
-    /// A token naming an unknown key id triggers at most one refetch per this period, so a flood
-    /// of made-up key ids cannot be turned into a flood of requests to the provider.
-    #[serde(with = "humantime_serde")]
-    pub jwks_unknown_kid_cooldown: Duration,
+    /// Tokens naming an unknown key id trigger at most this many refetches in any minute: enough
+    /// to follow a key rotation (even two in quick succession) at once, while a flood of made-up
+    /// key ids cannot be turned into a flood of requests to the provider. 0: only the background
+    /// refresh learns new keys.
+    pub jwks_unknown_kid_refetches_per_minute: u32,
     /// Each request to the provider (discovery, key set) gives up after this long, so a hanging
     /// provider delays neither startup nor requests for long.
     #[serde(with = "humantime_serde")]
@@ -65,6 +66,9 @@ pub struct AuthConfig {
     /// `open` or `closed`: whether a request is let through or refused (503) when the shared
     /// revocation list in Redis cannot be read. See docs/adr/0002-revocation-when-redis-is-unreachable.md.
     pub revocation_failure_mode: RevocationFailureMode,
+    /// In OIDC mode, `/ready` fails until the issuer's signing keys have been loaded once: an
+    /// instance that cannot verify any token should take no traffic.
+    pub ready_requires_signing_keys: bool,
 }
 
 impl Default for AuthConfig {
@@ -78,9 +82,10 @@ impl Default for AuthConfig {
             tenant_claim: "tenant_id".to_owned(),
             dev_secret: None,
             jwks_refresh_interval: Duration::from_secs(300),
-            jwks_unknown_kid_cooldown: Duration::from_secs(30),
+            jwks_unknown_kid_refetches_per_minute: 6,
             jwks_fetch_timeout: Duration::from_secs(5),
             revocation_failure_mode: RevocationFailureMode::Open,
+            ready_requires_signing_keys: true,
         }
     }
 }
@@ -91,8 +96,8 @@ const MIN_DEV_SECRET_BYTES: usize = 32;
 /// More clock skew than this lets an expired token live on noticeably.
 const MAX_PRODUCTION_LEEWAY: Duration = Duration::from_secs(300);
 
-/// Below this, unknown key ids can make the server hammer the provider.
-const MIN_PRODUCTION_COOLDOWN: Duration = Duration::from_secs(1);
+/// Above this (one a second), unknown key ids can make the server hammer the provider.
+const MAX_PRODUCTION_REFETCHES_PER_MINUTE: u32 = 60;
 
 impl AuthConfig {
     /// Mistakes that make the section unusable in any environment; [`crate::Authenticator::new`]
@@ -179,11 +184,10 @@ impl AuthConfig {
                 humantime::format_duration(MAX_PRODUCTION_LEEWAY)
             ));
         }
-        if self.jwks_unknown_kid_cooldown < MIN_PRODUCTION_COOLDOWN {
+        if self.jwks_unknown_kid_refetches_per_minute > MAX_PRODUCTION_REFETCHES_PER_MINUTE {
             problems.push(format!(
-                "auth.jwks_unknown_kid_cooldown is below {}: tokens with made-up key ids could make the server \
-                 hammer the identity provider",
-                humantime::format_duration(MIN_PRODUCTION_COOLDOWN)
+                "auth.jwks_unknown_kid_refetches_per_minute is above {MAX_PRODUCTION_REFETCHES_PER_MINUTE}: tokens \
+                 with made-up key ids could make the server hammer the identity provider"
             ));
         }
         problems
@@ -234,7 +238,7 @@ mod tests {
             algorithms: vec!["RS256".into(), "HS256".into(), "none".into()],
             dev_secret: Some(SecretString::from("x".repeat(40))),
             leeway: Duration::from_secs(3600),
-            jwks_unknown_kid_cooldown: Duration::ZERO,
+            jwks_unknown_kid_refetches_per_minute: 1000,
             ..AuthConfig::default()
         };
         let problems = config.production_problems().join("\n");
@@ -246,7 +250,7 @@ mod tests {
             "auth.algorithms contains `HS256`",
             "auth.algorithms contains `none`",
             "auth.leeway is 1h",
-            "auth.jwks_unknown_kid_cooldown is below 1s",
+            "auth.jwks_unknown_kid_refetches_per_minute is above 60",
         ] {
             assert!(problems.contains(expected), "missing {expected:?} in\n{problems}");
         }

@@ -1,10 +1,13 @@
 //! The issuer's signing keys: fetched from its JWKS (found through OIDC discovery unless
-//! configured), cached by key id, refreshed in the background, refetched on an unknown key id at
-//! most once per cooldown, and kept while the provider is down.
+//! configured), cached by key id, refreshed in the background, refetched on an unknown key id
+//! within a budget of refetches per minute, and kept while the provider is down.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
-    sync::{Arc, Mutex, PoisonError, RwLock, Weak},
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,6 +24,9 @@ use crate::{
 /// refresh interval, if shorter).
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The window of the unknown-kid refetch budget (`auth.jwks_unknown_kid_refetches_per_minute`).
+const REFETCH_WINDOW: Duration = Duration::from_secs(60);
 
 /// What a published key can verify. A key is never usable as an HMAC secret: symmetric (`oct`)
 /// keys in a key set are skipped, so an HS256 token "signed" with a public key cannot verify.
@@ -217,10 +223,15 @@ impl KeySource {
 pub(crate) struct KeyStore {
     keys: RwLock<Arc<KeyMap>>,
     source: KeySource,
-    cooldown: Duration,
-    /// When the last refetch caused by an unknown key id started. Held across that refetch, so
-    /// concurrent requests wait for its result instead of starting their own.
-    last_on_demand: tokio::sync::Mutex<Option<Instant>>,
+    /// Most refetches caused by unknown key ids in any [`REFETCH_WINDOW`]: a rotation (or two in
+    /// quick succession) is picked up at once, a flood of made-up key ids costs the provider no
+    /// more than this.
+    budget: usize,
+    /// When the refetches caused by unknown key ids in the current window started. Held across a
+    /// refetch, so concurrent requests wait for its result instead of starting their own.
+    on_demand: tokio::sync::Mutex<VecDeque<Instant>>,
+    /// Counts finished on-demand refetches: a request that waited while one ran uses its result.
+    refetches: AtomicU64,
 }
 
 impl KeyStore {
@@ -228,7 +239,7 @@ impl KeyStore {
         issuer: String,
         jwks_uri: Option<String>,
         fetch_timeout: Duration,
-        cooldown: Duration,
+        refetches_per_minute: u32,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             keys: RwLock::new(Arc::default()),
@@ -238,8 +249,9 @@ impl KeyStore {
                 configured_uri: jwks_uri,
                 discovered_uri: Mutex::new(None),
             },
-            cooldown,
-            last_on_demand: tokio::sync::Mutex::new(None),
+            budget: usize::try_from(refetches_per_minute).unwrap_or(usize::MAX),
+            on_demand: tokio::sync::Mutex::new(VecDeque::new()),
+            refetches: AtomicU64::new(0),
         })
     }
 
@@ -272,16 +284,25 @@ impl KeyStore {
     }
 
     /// The key a token names. An unknown kid (or no keys at all yet) causes one refetch, unless
-    /// one started less than a cooldown ago.
+    /// one finished while this request waited for it, or the budget of the last minute is spent.
     pub(crate) async fn key(&self, kid: &str) -> Result<Arc<SigningKey>, AuthError> {
         if let Some(key) = self.current().get(kid) {
             return Ok(key.clone());
         }
+        let seen = self.refetches.load(Ordering::Acquire);
         {
-            let mut last = self.last_on_demand.lock().await;
-            if last.is_none_or(|at| at.elapsed() >= self.cooldown) {
-                *last = Some(Instant::now());
-                let _ = self.refresh().await;
+            let mut recent = self.on_demand.lock().await;
+            if self.refetches.load(Ordering::Acquire) == seen {
+                while recent.front().is_some_and(|at| at.elapsed() >= REFETCH_WINDOW) {
+                    recent.pop_front();
+                }
+                if recent.len() < self.budget {
+                    recent.push_back(Instant::now());
+                    let _ = self.refresh().await;
+                    self.refetches.fetch_add(1, Ordering::Release);
+                } else {
+                    tracing::debug!(kid, "unknown key id; the refetch budget of this minute is spent");
+                }
             }
         }
         let keys = self.current();

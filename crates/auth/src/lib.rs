@@ -19,7 +19,7 @@ mod jwks;
 mod revocation;
 mod token;
 
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, TenantIds};
 pub use config::{AuthConfig, RevocationFailureMode};
 pub use context::{AuthContext, scopes};
 pub use dev::{DEV_AUDIENCE, DEV_ISSUER, DEV_SECRET, DevTokenRequest, mint_dev_token};

@@ -45,6 +45,11 @@ pub struct SecurityHeadersConfig {
     pub cross_origin_resource_policy: String,
     pub x_permitted_cross_domain_policies: String,
     pub x_xss_protection: String,
+    /// Asks the browser to isolate the origin in its own agent cluster (process).
+    pub origin_agent_cluster: String,
+    pub x_dns_prefetch_control: String,
+    /// Old Internet Explorer: never open a download in the site's context.
+    pub x_download_options: String,
     /// Unless the handler chose its own caching.
     pub cache_control: String,
 }
@@ -61,7 +66,7 @@ impl Default for SecurityHeadersConfig {
             hsts_force: false,
             x_frame_options: "DENY".to_owned(),
             x_content_type_options: "nosniff".to_owned(),
-            referrer_policy: "strict-origin-when-cross-origin".to_owned(),
+            referrer_policy: "no-referrer".to_owned(),
             permissions_policy: [
                 "accelerometer",
                 "autoplay",
@@ -90,6 +95,9 @@ impl Default for SecurityHeadersConfig {
             cross_origin_resource_policy: "same-origin".to_owned(),
             x_permitted_cross_domain_policies: "none".to_owned(),
             x_xss_protection: "0".to_owned(),
+            origin_agent_cluster: "?1".to_owned(),
+            x_dns_prefetch_control: "off".to_owned(),
+            x_download_options: "noopen".to_owned(),
             cache_control: "no-store".to_owned(),
         }
     }
@@ -176,6 +184,13 @@ impl SecurityHeaders {
                 &config.x_permitted_cross_domain_policies,
             ),
             (header::X_XSS_PROTECTION, "x_xss_protection", &config.x_xss_protection),
+            (HeaderName::from_static("origin-agent-cluster"), "origin_agent_cluster", &config.origin_agent_cluster),
+            (
+                HeaderName::from_static("x-dns-prefetch-control"),
+                "x_dns_prefetch_control",
+                &config.x_dns_prefetch_control,
+            ),
+            (HeaderName::from_static("x-download-options"), "x_download_options", &config.x_download_options),
         ];
         for (name, key, raw) in plain {
             if let Some(v) = value(&mut problems, key, raw) {
@@ -296,6 +311,10 @@ mod tests {
         assert_eq!(map["x-content-type-options"], "nosniff");
         assert_eq!(map["cache-control"], "no-store");
         assert_eq!(map["x-xss-protection"], "0");
+        assert_eq!(map["referrer-policy"], "no-referrer");
+        assert_eq!(map["origin-agent-cluster"], "?1");
+        assert_eq!(map["x-dns-prefetch-control"], "off");
+        assert_eq!(map["x-download-options"], "noopen");
         assert!(map["permissions-policy"].to_str().unwrap_or_default().contains("camera=()"));
         assert!(!map.contains_key("strict-transport-security"));
     }

@@ -63,32 +63,43 @@ pub fn subdomain(host: &str, base_domain: &str) -> Option<String> {
 }
 
 /// Resolves the request's tenant; see the module documentation for the rules.
+///
+/// Enumeration: a caller who names a tenant besides its own (header or subdomain next to its
+/// token's claim) gets the same 403 `tenant-mismatch` whether that tenant exists or not, after
+/// the same lookups (every named tenant is looked up, either way); an unbound caller is refused
+/// before any lookup. Only a single source naming an unknown tenant (the token's own claim, or a
+/// platform admin's header) gets 404.
 pub async fn resolve(
     config: &TenancyConfig,
     candidates: &Candidates,
     directory: &TenantDirectory,
     platform_admin: bool,
 ) -> Result<Arc<Tenant>, TenancyError> {
-    let mut chosen: Option<(TenantSource, Arc<Tenant>)> = None;
     // A token bound to a tenant is never used in another, even when the claim is not a
     // configured source: it then only has to agree with the tenant the sources chose.
     let claim_listed = config.resolution_order.contains(&TenantSource::Claim);
     let sources = config.resolution_order.iter().copied().chain((!claim_listed).then_some(TenantSource::Claim));
-    for source in sources {
-        let Some(name) = candidates.get(source) else { continue };
-        let tenant = directory.find(name).await?.ok_or_else(|| TenancyError::TenantNotFound(name.to_owned()))?;
-        match &chosen {
-            None => chosen = Some((source, tenant)),
-            Some((first, existing)) if existing.id != tenant.id => {
-                return Err(TenancyError::TenantMismatch(label(*first), label(source)));
-            }
-            Some(_) => {}
-        }
+    let named: Vec<(TenantSource, &str)> =
+        sources.filter_map(|source| candidates.get(source).map(|name| (source, name))).collect();
+    if named.is_empty() {
+        return Err(TenancyError::TenantRequired);
     }
-    let (_, tenant) = chosen.ok_or(TenancyError::TenantRequired)?;
     if claim_listed && candidates.claim.is_none() && !platform_admin {
         return Err(TenancyError::NotBoundToTenant);
     }
+    let mut found = Vec::with_capacity(named.len());
+    for (source, name) in &named {
+        found.push((*source, *name, directory.find(name).await?));
+    }
+    let mut found = found.into_iter();
+    let Some((first, first_name, chosen)) = found.next() else { return Err(TenancyError::TenantRequired) };
+    for (source, _, tenant) in found {
+        let agrees = matches!((&chosen, &tenant), (Some(a), Some(b)) if a.id == b.id);
+        if !agrees {
+            return Err(TenancyError::TenantMismatch(label(first), label(source)));
+        }
+    }
+    let tenant = chosen.ok_or_else(|| TenancyError::TenantNotFound(first_name.to_owned()))?;
     if tenant.status == TenantStatus::Suspended {
         return Err(TenancyError::TenantSuspended);
     }

@@ -52,8 +52,12 @@ pub async fn revoke(
         let latest = OffsetDateTime::now_utc() + REVOKE_BY_JTI_FOR;
         (request.jti, request.expires_at.map_or(latest, |at| at.min(latest)))
     };
-    // Keyed by this caller's tenant claim: a tenant admin reaches only its own tenant's tokens.
-    authenticator.revoke(ctx.auth.tenant.as_deref(), &jti, expires_at).await.map_err(Problem::from)?;
+    // Keyed by the tenant's uuid (the one resolved for this request, which the caller's claim
+    // names) whatever form the caller used: a tenant admin reaches only its own tenant's tokens,
+    // and every token of that tenant, by slug or uuid. A token without a tenant claim stays
+    // keyed without one.
+    let tenant = ctx.auth.tenant.as_ref().map(|_| ctx.tenant.id.to_string());
+    authenticator.revoke(tenant.as_deref(), &jti, expires_at).await.map_err(Problem::from)?;
     ctx.audit(Change { action: "token.revoked", resource_type: "token", resource_id: &jti }).await?;
     ctx.session.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -271,14 +271,13 @@ impl Provider {
         format!("{}/jwks", self.issuer)
     }
 
-    /// An OIDC configuration for this provider: refresh and cooldown long enough that nothing
+    /// An OIDC configuration for this provider: a refresh interval long enough that nothing
     /// happens behind a test's back unless it asks for it.
     pub fn config(&self) -> AuthConfig {
         AuthConfig {
             issuer: Some(self.issuer.clone()),
             audience: Some(AUDIENCE.to_owned()),
             jwks_refresh_interval: Duration::from_secs(3600),
-            jwks_unknown_kid_cooldown: Duration::from_secs(3600),
             jwks_fetch_timeout: Duration::from_secs(2),
             ..AuthConfig::default()
         }
