@@ -66,9 +66,10 @@ bench_cleanup() {
     rm -rf "$WORK"
 }
 
+# Sets NEXT_ID to a name unique to this run (not printed: a $(...) subshell would lose the count).
 next_id() {
     SEQ=$((SEQ + 1))
-    printf 'pb%s_%s' "$$" "$SEQ"
+    NEXT_ID="pb$$_$SEQ"
 }
 
 free_port() {
@@ -92,13 +93,12 @@ wait_http() {
     die "no answer from $url after 60 s"
 }
 
-# A fresh PostgreSQL database; prints its name.
+# A fresh PostgreSQL database, named in NEW_DB and dropped by bench_cleanup.
 new_pg_db() {
-    local name
-    name="$(next_id)"
-    psql "$PG_URL/postgres" -qAtc "CREATE DATABASE \"$name\"" >/dev/null
-    CREATED_DBS+=("$name")
-    printf '%s' "$name"
+    next_id
+    NEW_DB="$NEXT_ID"
+    psql "$PG_URL/postgres" -qAtc "CREATE DATABASE \"$NEW_DB\"" >/dev/null
+    CREATED_DBS+=("$NEW_DB")
 }
 
 # start_palisade NAME [VAR=VALUE ...]: a release palisade on a free port, pinned to the server
@@ -125,13 +125,12 @@ sqlite_env() { printf 'PALISADE_DATABASE__URL=sqlite://%s/%s/palisade.db' "$WORK
 
 # Environment lines for palisade on a fresh PostgreSQL database plus Redis with its own prefix.
 pg_redis_env() {
-    local db prefix
-    db="$(new_pg_db)"
-    prefix="$(next_id)"
-    REDIS_PREFIXES+=("$prefix")
-    LAST_DB="$db"
-    PG_REDIS_ENV=("PALISADE_DATABASE__URL=$PG_URL/$db" "PALISADE_REDIS__URL=$REDIS_URL_BENCH"
-        "PALISADE_REDIS__KEY_PREFIX=$prefix")
+    new_pg_db
+    next_id
+    REDIS_PREFIXES+=("$NEXT_ID")
+    LAST_DB="$NEW_DB"
+    PG_REDIS_ENV=("PALISADE_DATABASE__URL=$PG_URL/$NEW_DB" "PALISADE_REDIS__URL=$REDIS_URL_BENCH"
+        "PALISADE_REDIS__KEY_PREFIX=$NEXT_ID")
 }
 
 stop_pid() {

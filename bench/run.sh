@@ -49,11 +49,12 @@ require wrk curl jq psql redis-cli sqlite3 python3
     die "build first: cargo build --release -p palisade-api -p bare-axum"
 
 NO_LIMITS=(PALISADE_RATE_LIMIT__ENABLED=false)
-# Limits on, but far above what one machine can send, so nothing is refused.
+# Limits on, but far above what one machine can send, so nothing is refused (the server refuses
+# a rate whose interval, period/rate, is under 1 µs).
 HIGH_LIMITS=(PALISADE_RATE_LIMIT__ENABLED=true
-    PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__RATE=10000000 PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__BURST=10000000
-    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__RATE=10000000
-    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__BURST=10000000)
+    PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__RATE=100000 PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__BURST=1000000
+    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__RATE=100000
+    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__BURST=1000000)
 
 log "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); pinning: ${SERVER_PIN[*]:-none} / ${LOAD_PIN[*]:-none}; ${DURATION}s runs"
 
@@ -217,7 +218,8 @@ if want pg; then
         stop_pid "$FASTAPI_PID"
         if [[ -x "$LOCO_BIN" ]]; then
             log "(e) palisade vs loco on PostgreSQL, alternating"
-            start_loco loco-pg "$PG_URL/$(new_pg_db)"
+            new_pg_db
+            start_loco loco-pg "$PG_URL/$NEW_DB"
             memory_idle "loco (PostgreSQL)" "$LOCO_PID"
             for _ in 1 2; do
                 for c in 16 64; do
