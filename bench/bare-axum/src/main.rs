@@ -12,10 +12,8 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090)));
-    let app = Router::new().route(
-        "/health",
-        get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#) }),
-    );
+    let app = Router::new()
+        .route("/health", get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#) }));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
