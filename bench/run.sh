@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# palisade's benchmark: pairwise runs in one sitting, printed as Markdown tables of throughput
+# ratios with p50/p99 latency and memory. See bench/README.md for what each scenario does.
+#
+# usage: bench/run.sh [--quick] [--baseline PATH] [--no-peers] [--only LIST] [--out FILE]
+#   --quick          3 s runs (1 s warm-up) instead of 10 s (2 s warm-up)
+#   --only LIST      comma-separated sections: health,sqlite,pg,limiter,list (default: all);
+#                    sqlite and pg include the peers on that database
+#   --baseline PATH  also run an older palisade binary (e.g. a build of main) against this one
+#   --no-peers       skip FastAPI and loco
+#   --out FILE       also write the report to FILE
+# Needs release builds: cargo build --release -p palisade-api -p bare-axum
+set -euo pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+trap bench_cleanup EXIT
+
+BASELINE_BIN=""
+PEERS=1
+ONLY="health,sqlite,pg,limiter,list"
+OUT=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --quick)
+        DURATION=3
+        WARMUP=1
+        ;;
+    --baseline)
+        BASELINE_BIN="$(realpath "$2")"
+        shift
+        ;;
+    --no-peers) PEERS=0 ;;
+    --only)
+        ONLY="$2"
+        shift
+        ;;
+    --out)
+        OUT="$2"
+        shift
+        ;;
+    *) die "unknown argument $1 (see the usage at the top of bench/run.sh)" ;;
+    esac
+    shift
+done
+
+require wrk curl jq psql redis-cli sqlite3 python3
+[[ -x "$PALISADE_BIN" && -x "$BARE_AXUM_BIN" ]] ||
+    die "build first: cargo build --release -p palisade-api -p bare-axum"
+
+NO_LIMITS=(PALISADE_RATE_LIMIT__ENABLED=false)
+# Limits on, but far above what one machine can send, so nothing is refused (the server refuses
+# a rate whose interval, period/rate, is under 1 µs).
+HIGH_LIMITS=(PALISADE_RATE_LIMIT__ENABLED=true
+    PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__RATE=100000 PALISADE_RATE_LIMIT__POLICIES__ANONYMOUS__BURST=1000000
+    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__RATE=100000
+    PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__BURST=1000000)
+
+log "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)); pinning: ${SERVER_PIN[*]:-none} / ${LOAD_PIN[*]:-none}; ${DURATION}s runs"
+
+# --- peers: found in the cache (bench/peers/*/setup.sh builds them), else skipped -----------
+FASTAPI_VENV="$BENCH_CACHE/venv"
+LOCO_BIN="$BENCH_CACHE/loco/app/target/release/bench_notes-cli"
+if [[ "$PEERS" -eq 1 ]]; then
+    bash "$BENCH_DIR/peers/fastapi/setup.sh"
+    [[ -x "$LOCO_BIN" ]] || log "loco peer not built ($LOCO_BIN): run bench/peers/loco/setup.sh once (about 25 min); skipping it"
+fi
+
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+start_bare_axum() {
+    local port
+    port="$(free_port)"
+    BARE_AXUM_ADDR="127.0.0.1:$port" "${SERVER_PIN[@]}" "$BARE_AXUM_BIN" >"$WORK/bare-axum.log" 2>&1 &
+    BARE_PID=$!
+    STARTED_PIDS+=("$BARE_PID")
+    BARE_URL="http://127.0.0.1:$port"
+    wait_http "$BARE_URL/health" "$BARE_PID" "$WORK/bare-axum.log"
+}
+
+# start_fastapi DB: uvicorn, one worker, on the server CPU. Sets FASTAPI_PID, FASTAPI_URL.
+start_fastapi() {
+    local port
+    port="$(free_port)"
+    (cd "$BENCH_DIR/peers/fastapi" && exec env "DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/$1" \
+        "${SERVER_PIN[@]}" "$FASTAPI_VENV/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" \
+        --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning) >"$WORK/fastapi.log" 2>&1 &
+    FASTAPI_PID=$!
+    STARTED_PIDS+=("$FASTAPI_PID")
+    FASTAPI_URL="http://127.0.0.1:$port"
+    wait_http "$FASTAPI_URL/health" "$FASTAPI_PID" "$WORK/fastapi.log"
+}
+
+# start_loco NAME DATABASE_URL: the scaffolded loco app in production mode, on the server CPU.
+# Registers and logs in a user, creates a note; sets LOCO_PID, LOCO_URL, LOCO_TOKEN, LOCO_NOTE.
+start_loco() {
+    local name="$1" dburl="$2" port dir
+    dir="$WORK/$name"
+    mkdir -p "$dir"
+    port="$(free_port)"
+    # loco's production configuration, as palisade runs with its defaults. No SMTP server: the
+    # welcome mail of the registration fails in the background, which the benchmark ignores.
+    (cd "$BENCH_CACHE/loco/app" && exec env "DATABASE_URL=$dburl" "PORT=$port" BINDING=127.0.0.1 \
+        JWT_SECRET=bench-loco-jwt-secret-0123456789 MAILER_HOST=127.0.0.1 MAILER_PORT=9 \
+        "${SERVER_PIN[@]}" "$LOCO_BIN" start -e production) >"$dir/server.log" 2>&1 &
+    LOCO_PID=$!
+    STARTED_PIDS+=("$LOCO_PID")
+    LOCO_URL="http://127.0.0.1:$port"
+    wait_http "$LOCO_URL/_ping" "$LOCO_PID" "$dir/server.log"
+    curl -fsS -o /dev/null -H 'Content-Type: application/json' \
+        -d '{"name":"bench","email":"bench@example.com","password":"bench-password-1"}' "$LOCO_URL/api/auth/register"
+    LOCO_TOKEN="$(curl -fsS -H 'Content-Type: application/json' \
+        -d '{"email":"bench@example.com","password":"bench-password-1"}' "$LOCO_URL/api/auth/login" | jq -r .token)"
+    LOCO_NOTE="$(curl -fsS -H "Authorization: Bearer $LOCO_TOKEN" -H 'Content-Type: application/json' \
+        -d '{"title":"bench note"}' "$LOCO_URL/api/notes" | jq -r .id)"
+    # The read must refuse a request without the token, or it would not be the same work.
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$LOCO_URL/api/notes/$LOCO_NOTE")" == 401 ]] ||
+        die "loco's notes read answers without a token: the scaffold was not patched for JWT auth"
+}
+
+# --- (a) /health: palisade's full default stack vs bare axum, twice, alternating -------------
+if want health; then
+    log "(a) /health: palisade (default stack, SQLite) vs bare axum"
+    start_palisade health "$(sqlite_env health)"
+    PAL_HEALTH_PID=$SERVER_PID
+    PAL_HEALTH_URL=$SERVER_URL
+    start_bare_axum
+    memory_idle "bare-axum" "$BARE_PID"
+    if [[ -n "$BASELINE_BIN" ]]; then
+        PALISADE_BIN="$BASELINE_BIN" start_palisade health-baseline "$(sqlite_env health-baseline)"
+        BASE_HEALTH_URL=$SERVER_URL
+    fi
+    for _ in 1 2; do
+        measure health palisade 64 "$PAL_HEALTH_URL/health"
+        measure health bare-axum 64 "$BARE_URL/health"
+        [[ -z "$BASELINE_BIN" ]] || measure health baseline 64 "$BASE_HEALTH_URL/health"
+    done
+    memory_peak "bare-axum" "$BARE_PID"
+    pair health palisade bare-axum 64
+    [[ -z "$BASELINE_BIN" ]] || pair health palisade baseline 64
+    stop_pid "$PAL_HEALTH_PID"
+    stop_pid "$BARE_PID"
+    [[ -z "$BASELINE_BIN" ]] || stop_pid "$SERVER_PID"
+fi
+
+# --- (b) authenticated tenant read on SQLite, c = 1, 16, 64; loco on SQLite alternating -------
+if want sqlite; then
+    log "(b) GET /api/v1/todos/{id} on SQLite"
+    start_palisade read-sqlite "$(sqlite_env read-sqlite)" "${NO_LIMITS[@]}"
+    memory_idle "palisade (SQLite)" "$SERVER_PID"
+    TOKEN_SQLITE="$(palisade_token)"
+    TODO_SQLITE="$(seed_todos "$SERVER_URL" "$TOKEN_SQLITE" 20)"
+    PAL_SQLITE_URL="$SERVER_URL/api/v1/todos/$TODO_SQLITE"
+    PAL_SQLITE_PID=$SERVER_PID
+    for c in 1 16 64; do
+        measure read-sqlite palisade "$c" "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
+    done
+    memory_peak "palisade (SQLite)" "$PAL_SQLITE_PID"
+    pair read-sqlite palisade palisade 64 1
+    if [[ -n "$BASELINE_BIN" ]]; then
+        PALISADE_BIN="$BASELINE_BIN" start_palisade read-sqlite-baseline "$(sqlite_env read-sqlite-baseline)" "${NO_LIMITS[@]}"
+        BASE_TOKEN="$(PALISADE_BIN="$BASELINE_BIN" palisade_token)"
+        BASE_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$BASE_TOKEN" 20)"
+        for _ in 1 2; do
+            measure read-sqlite palisade 64 "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
+            measure read-sqlite baseline 64 "$BASE_URL" "$BASE_TOKEN"
+        done
+        pair read-sqlite palisade baseline 64
+        stop_pid "$SERVER_PID"
+    fi
+    if [[ "$PEERS" -eq 1 && -x "$LOCO_BIN" ]]; then
+        log "(e) palisade vs loco on SQLite, alternating"
+        start_loco loco-sqlite "sqlite://$WORK/loco-sqlite/loco.sqlite?mode=rwc"
+        memory_idle "loco (SQLite)" "$LOCO_PID"
+        for _ in 1 2; do
+            for c in 16 64; do
+                measure loco-sqlite palisade "$c" "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
+                measure loco-sqlite loco "$c" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
+            done
+        done
+        memory_peak "loco (SQLite)" "$LOCO_PID"
+        pair loco-sqlite palisade loco 16
+        pair loco-sqlite palisade loco 64
+        stop_pid "$LOCO_PID"
+    fi
+    stop_pid "$PAL_SQLITE_PID"
+fi
+
+# --- (b) the same read on PostgreSQL + Redis; FastAPI and loco on PostgreSQL alternating ------
+if want pg; then
+    log "(b) GET /api/v1/todos/{id} on PostgreSQL + Redis"
+    pg_redis_env
+    PG_DB=$LAST_DB
+    start_palisade read-pg "${PG_REDIS_ENV[@]}" "${NO_LIMITS[@]}"
+    memory_idle "palisade (PostgreSQL + Redis)" "$SERVER_PID"
+    TOKEN_PG="$(palisade_token)"
+    PAL_PG_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_PG" 20)"
+    PAL_PG_PID=$SERVER_PID
+    for c in 1 16 64; do
+        measure read-pg palisade "$c" "$PAL_PG_URL" "$TOKEN_PG"
+    done
+    memory_peak "palisade (PostgreSQL + Redis)" "$PAL_PG_PID"
+    pair read-pg palisade palisade 64 1
+    if [[ "$PEERS" -eq 1 ]]; then
+        log "(e) palisade vs FastAPI on the same PostgreSQL database, alternating"
+        start_fastapi "$PG_DB"
+        memory_idle "FastAPI (uvicorn, 1 worker)" "$FASTAPI_PID"
+        FASTAPI_READ="$FASTAPI_URL/api/v1/todos/${PAL_PG_URL##*/}"
+        for _ in 1 2; do
+            for c in 16 64; do
+                measure fastapi-pg palisade "$c" "$PAL_PG_URL" "$TOKEN_PG"
+                measure fastapi-pg fastapi "$c" "$FASTAPI_READ" "$TOKEN_PG"
+            done
+        done
+        memory_peak "FastAPI (uvicorn, 1 worker)" "$FASTAPI_PID"
+        pair fastapi-pg palisade fastapi 16
+        pair fastapi-pg palisade fastapi 64
+        stop_pid "$FASTAPI_PID"
+        if [[ -x "$LOCO_BIN" ]]; then
+            log "(e) palisade vs loco on PostgreSQL, alternating"
+            new_pg_db
+            start_loco loco-pg "$PG_URL/$NEW_DB"
+            memory_idle "loco (PostgreSQL)" "$LOCO_PID"
+            for _ in 1 2; do
+                for c in 16 64; do
+                    measure loco-pg palisade "$c" "$PAL_PG_URL" "$TOKEN_PG"
+                    measure loco-pg loco "$c" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
+                done
+            done
+            memory_peak "loco (PostgreSQL)" "$LOCO_PID"
+            pair loco-pg palisade loco 16
+            pair loco-pg palisade loco 64
+            stop_pid "$LOCO_PID"
+        fi
+    fi
+    stop_pid "$PAL_PG_PID"
+fi
+
+# --- (c) the Redis limiter vs the in-process limiter (PostgreSQL + Redis for both) ------------
+if want limiter; then
+    log "(c) rate limiter: Redis vs in-process, limits on and never reached"
+    pg_redis_env
+    start_palisade limiter-redis "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=redis
+    REDIS_LIM_PID=$SERVER_PID
+    TOKEN_LIM_R="$(palisade_token)"
+    URL_LIM_R="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_LIM_R" 5)"
+    pg_redis_env
+    start_palisade limiter-memory "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=memory
+    MEM_LIM_PID=$SERVER_PID
+    TOKEN_LIM_M="$(palisade_token)"
+    URL_LIM_M="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_LIM_M" 5)"
+    for _ in 1 2; do
+        measure limiter redis-limiter 64 "$URL_LIM_R" "$TOKEN_LIM_R"
+        measure limiter memory-limiter 64 "$URL_LIM_M" "$TOKEN_LIM_M"
+    done
+    pair limiter redis-limiter memory-limiter 64
+    stop_pid "$REDIS_LIM_PID"
+    stop_pid "$MEM_LIM_PID"
+fi
+
+# --- (d) the filtered list at 1k, 10k and 100k todos, both backends ---------------------------
+if want list; then
+    log "(d) GET /api/v1/todos?done=true at 1k, 10k, 100k todos"
+    list_scenario() {
+        local backend="$1" topup="$2" token n
+        token="$(palisade_token)"
+        seed_todos "$SERVER_URL" "$token" 1 >/dev/null
+        for n in 1000 10000 100000; do
+            "$topup" "$n"
+            measure "list-$backend" "${n}-todos" 16 "$SERVER_URL/api/v1/todos?done=true" "$token"
+        done
+        pair "list-$backend" 10000-todos 1000-todos 16
+        pair "list-$backend" 100000-todos 1000-todos 16
+    }
+    topup_sqlite() { bulk_todos_sqlite "$WORK/list-sqlite/palisade.db" "$1"; }
+    start_palisade list-sqlite "$(sqlite_env list-sqlite)" "${NO_LIMITS[@]}"
+    list_scenario sqlite topup_sqlite
+    stop_pid "$SERVER_PID"
+    pg_redis_env
+    LIST_DB=$LAST_DB
+    topup_pg() { bulk_todos_pg "$LIST_DB" "$1"; }
+    start_palisade list-pg "${PG_REDIS_ENV[@]}" "${NO_LIMITS[@]}"
+    list_scenario pg topup_pg
+    stop_pid "$SERVER_PID"
+fi
+
+REPORT="$WORK/report.md"
+{
+    echo "## palisade benchmark ($(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s runs, $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    echo
+    python3 "$BENCH_DIR/report.py" "$RESULTS" "$PAIRS" "$MEMORY"
+} >"$REPORT"
+cat "$REPORT"
+[[ -z "$OUT" ]] || cp "$REPORT" "$OUT"
+assert_all_succeeded
