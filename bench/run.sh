@@ -12,7 +12,7 @@
 # Needs release builds: cargo build --release -p palisade-api -p bare-axum
 set -euo pipefail
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
 

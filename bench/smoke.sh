@@ -18,7 +18,7 @@ done
 DURATION=2
 WARMUP=0
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
 
