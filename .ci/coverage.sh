@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CI="${CI:-true}"
-COVERAGE_FLOOR="${COVERAGE_FLOOR:-78}"
+COVERAGE_FLOOR="${COVERAGE_FLOOR:-88}"
 CARGO_LLVM_COV_VERSION=0.9.1
 TOOLS="${PALISADE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/palisade-tools}"
 export PATH="$TOOLS/cargo/bin:$PATH"
