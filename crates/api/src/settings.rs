@@ -425,8 +425,14 @@ mod tests {
     #[test]
     fn a_misspelt_variable_is_refused_with_the_nearest_valid_name() {
         let error = load_error(&[("PALISADE_SERVER_ADDR", "0.0.0.0:1"), ("PALISADE_ENVIROMENT", "production")]);
-        assert!(error.contains("PALISADE_SERVER_ADDR is not a setting (did you mean `PALISADE_SERVER__ADDR`?)"), "{error}");
-        assert!(error.contains("PALISADE_ENVIROMENT is not a setting (did you mean `PALISADE_ENVIRONMENT`?)"), "{error}");
+        assert!(
+            error.contains("PALISADE_SERVER_ADDR is not a setting (did you mean `PALISADE_SERVER__ADDR`?)"),
+            "{error}"
+        );
+        assert!(
+            error.contains("PALISADE_ENVIROMENT is not a setting (did you mean `PALISADE_ENVIRONMENT`?)"),
+            "{error}"
+        );
         let error = load_error(&[("PALISADE_SERVER__ADRR", "x")]);
         assert!(error.contains("did you mean `PALISADE_SERVER__ADDR`?"), "{error}");
         let error = load_error(&[("PALISADE_WHATEVER", "x")]);

@@ -601,10 +601,10 @@ async fn a_revocation_reaches_the_token_whether_either_side_named_the_tenant_by_
             let me = send(&second, Method::GET, "/api/v1/auth/me", &victim, None).await;
             assert_eq!(me.status(), StatusCode::OK, "{case}");
             let jti = me.json::<Value>().await.unwrap()["jti"].as_str().unwrap().to_owned();
-            let revoked =
-                send(&first, Method::POST, "/api/v1/auth/revoke", &admin, Some(json!({"jti": jti}))).await;
+            let revoked = send(&first, Method::POST, "/api/v1/auth/revoke", &admin, Some(json!({"jti": jti}))).await;
             assert_eq!(revoked.status(), StatusCode::NO_CONTENT, "{case}");
-            for (replica, path) in [(&first, "/api/v1/todos"), (&second, "/api/v1/todos"), (&second, "/api/v1/auth/me")] {
+            for (replica, path) in [(&first, "/api/v1/todos"), (&second, "/api/v1/todos"), (&second, "/api/v1/auth/me")]
+            {
                 let refused = send(replica, Method::GET, path, &victim, None).await;
                 assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{case} on {path}");
                 assert_eq!(refused.json::<Value>().await.unwrap()["reason"], "revoked", "{case}");

@@ -190,10 +190,7 @@ impl TenantDirectory {
 /// Revocations are keyed by tenant uuid: the authenticator asks the directory (and its cache)
 /// which tenant a slug claim names.
 impl palisade_auth::TenantIds for TenantDirectory {
-    fn tenant_id<'a>(
-        &'a self,
-        claim: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Uuid>> + Send + 'a>> {
+    fn tenant_id<'a>(&'a self, claim: &'a str) -> std::pin::Pin<Box<dyn Future<Output = Option<Uuid>> + Send + 'a>> {
         Box::pin(async move {
             match self.find(claim).await {
                 Ok(tenant) => tenant.map(|tenant| tenant.id),
