@@ -37,6 +37,17 @@ pub const CONTRACT: [&str; 13] = [
     "http_connections_refused_total",
 ];
 
+/// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
+/// memory from them; they follow the Prometheus client conventions, so the names are fixed too.
+pub const PROCESS: [&str; 6] = [
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_threads",
+];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -145,6 +156,8 @@ impl Metrics {
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.http_connections_open.clone()))?;
         r.register(Box::new(self.http_connections_refused_total.clone()))?;
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
     }
 
@@ -234,6 +247,23 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
         }
         assert!(text.contains(r#"build_info{git_sha="abc",version="1.2.3"} 1"#));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_memory_fds_and_threads_are_exported() {
+        let metrics = Metrics::new(BuildInfo { version: "1.2.3", git_sha: "abc" }).expect("registry");
+        let text = metrics.render();
+        for name in PROCESS {
+            let sample = text
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no sample for {name}"));
+            let value: f64 = sample.trim().parse().expect("a number");
+            // A test process may not have used a full clock tick of CPU yet; the others are never 0.
+            let floor_ok = if name == "process_cpu_seconds_total" { value >= 0.0 } else { value > 0.0 };
+            assert!(floor_ok, "{name} is {value}");
+        }
     }
 
     #[test]
