@@ -128,15 +128,49 @@ policy_self_test() {
 		  template:
 		    metadata: {labels: {app: bad}}
 		    spec:
-		      containers: [{name: web, image: "nginx:latest"}]
+		      hostNetwork: true
+		      containers:
+		        - name: web
+		          image: "nginx:latest"
+		          env: [{name: DATABASE_URL, value: "postgres://app:hunter2@db/app"}]
+		          securityContext:
+		            privileged: true
+		            allowPrivilegeEscalation: true
+		            capabilities: {add: [NET_ADMIN]}
 	EOF
 	local out rc=0
 	out=$(python3 deploy/policy_check.py --env production "$WORK/bad.yaml" 2>&1) || rc=$?
-	if [[ $rc -ne 1 ]] || ! grep -q "Deployment/bad spec.template.spec.containers\[0\](web).image: image 'nginx:latest'" <<<"$out"; then
+	if [[ $rc -ne 1 ]] || ! grep -q "Deployment/bad spec.template.spec.containers\[0\](web).env\[0\](DATABASE_URL): credential given as a literal" <<<"$out"; then
 		printf 'policy_check accepted a bad manifest (exit %s):\n%s\n' "$rc" "$out" >&2
 		return 1
 	fi
 	echo "    policy_check CLI rejects a bad manifest (exit 1, $(grep -c '^POLICY' <<<"$out") violations reported)"
+}
+
+# The generic hardening rules policy_check.py no longer has are checkov's: the same bad manifest
+# must fail each of the checks that replaced them, with the project's checkov configuration.
+CHECKOV_EXPECTED=(
+	CKV_K8S_8 CKV_K8S_9                            # liveness and readiness probes
+	CKV_K8S_10 CKV_K8S_11 CKV_K8S_12 CKV_K8S_13    # CPU and memory requests and limits
+	CKV_K8S_14                                     # image tag pinned (not latest or blank)
+	CKV_K8S_16 CKV_K8S_20 CKV_K8S_22 CKV_K8S_23    # privileged, escalation, read-only root, non-root
+	CKV_K8S_25 CKV_K8S_28 CKV_K8S_37               # capabilities added, NET_RAW, drop ALL
+	CKV_K8S_19 CKV_K8S_31 CKV_K8S_38               # host network, seccomp, service account token
+)
+checkov_self_test() {
+	local out id missing=()
+	out=$(checkov --config-file deploy/checkov.yaml --compact -f "$WORK/bad.yaml" 2>&1) && {
+		printf 'checkov accepted a bad manifest:\n%s\n' "$out" >&2
+		return 1
+	}
+	for id in "${CHECKOV_EXPECTED[@]}"; do
+		grep -q "Check: $id:" <<<"$out" || missing+=("$id")
+	done
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		printf 'checkov did not report %s on the bad manifest:\n%s\n' "${missing[*]}" "$out" >&2
+		return 1
+	fi
+	echo "    checkov rejects the bad manifest on all ${#CHECKOV_EXPECTED[@]} generic checks policy_check.py left to it"
 }
 
 # The rendered PrometheusRule's groups through promtool: PromQL errors inside the custom resource
@@ -208,6 +242,7 @@ step "yamllint (.yamllint)" yaml_lint
 step "compose files" compose
 step "PrometheusRule is generated from observability/prometheus/alerts.yml" prometheusrule_drift
 step "policy_check self-test" policy_self_test
+step "checkov self-test" checkov_self_test
 for overlay in "${OVERLAYS[@]}"; do
 	step "kustomize + policy + schema: $overlay" render_and_check "$overlay"
 done
