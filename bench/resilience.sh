@@ -21,6 +21,10 @@ for tool in python3 psql openssl redis-server; do
     }
 done
 bin="${PALISADE_BIN:-}"
+if [ -n "$bin" ] && [[ "$bin" != /* ]]; then
+    # The suite runs the binary from its own working directories: make a relative path absolute.
+    bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+fi
 if [ -z "$bin" ]; then
     (cd "$repo" && nice -n 10 cargo build --release -p palisade-api --bin palisade)
     bin="$repo/target/release/palisade"
