@@ -10,6 +10,15 @@ use uuid::Uuid;
 
 use crate::{routes, todos::Todo};
 
+/// A user's role in a tenant (mirrors `palisade_tenancy::UserRole`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "a schema description, never constructed")]
+#[schema(as = Role, rename_all = "lowercase")]
+pub enum RoleDoc {
+    Member,
+    Admin,
+}
+
 /// An RFC 9457 problem: every error response has this shape.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code, reason = "a schema description, never constructed")]
@@ -56,7 +65,7 @@ pub struct UserDoc {
     tenant_id: Uuid,
     subject: String,
     #[schema(example = "member")]
-    role: String,
+    role: RoleDoc,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -218,7 +227,7 @@ impl Modify for BearerAuth {
         routes::audit::list,
     ),
     components(schemas(
-        ProblemDoc, FieldErrorDoc, TenantDoc, UserDoc, AuditEventDoc, MeDoc, Todo,
+        ProblemDoc, FieldErrorDoc, RoleDoc, TenantDoc, UserDoc, AuditEventDoc, MeDoc, Todo,
         routes::todos::NewTodo, routes::todos::TodoPatch, routes::tenants::NewTenant, routes::users::RoleChange,
         routes::auth::RevokeRequest,
     )),

@@ -16,6 +16,8 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
+    /// The token's id: 1 to 255 visible ASCII characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$")]
     pub jti: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]

@@ -53,6 +53,7 @@ async fn openapi() -> impl IntoResponse {
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct PageParams {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
