@@ -132,6 +132,11 @@ run_schemathesis() {
 		[[operations]]
 		include-name = ["PATCH /api/v1/todos/{id}", "DELETE /api/v1/todos/{id}"]
 		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
+		# A retry with the same Idempotency-Key and a different body is refused with the documented
+		# 422 (the key is bound to the first body); schemathesis reuses generated keys across bodies.
+		[[operations]]
+		include-name = ["POST /api/v1/todos"]
+		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 	TOML
 	local args=(run "$base_url/api/v1/openapi.json" --checks all --max-examples "$max_examples"
 		--generation-deterministic --workers 1 --no-color

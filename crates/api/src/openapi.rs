@@ -4,7 +4,10 @@
 
 use utoipa::{
     Modify, OpenApi, ToSchema,
-    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+    openapi::{
+        RefOr, Schema,
+        security::{Http, HttpAuthScheme, SecurityScheme},
+    },
 };
 use uuid::Uuid;
 
@@ -238,5 +241,11 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // utoipa 5.5 renders `#[schema(min_properties = ..)]` as `maxProperties`, so it is set here.
+    if let Some(RefOr::T(Schema::Object(patch))) =
+        doc.components.as_mut().and_then(|components| components.schemas.get_mut("TodoPatch"))
+    {
+        patch.min_properties = Some(1);
+    }
     doc
 }

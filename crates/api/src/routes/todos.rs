@@ -33,10 +33,10 @@ pub struct NewTodo {
     pub title: String,
 }
 
-/// At least one field; an absent field stays as it is (`null` is refused: it would mean nothing).
+/// At least one field (`minProperties` is set in [`crate::openapi::document`]); an absent field
+/// stays as it is, and `null` is refused: it would mean nothing.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
 pub struct TodoPatch {
     #[serde(default, deserialize_with = "crate::extract::trimmed_present")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
@@ -55,6 +55,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 22, max_length = 22, pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
