@@ -174,7 +174,9 @@ pub fn trimmed_present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Res
 }
 
 /// An optional field that may be absent but not `null` (use with `#[serde(default)]`).
-pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(deserializer).map(Some)
 }
 

@@ -68,10 +68,26 @@ async fn list_limits_are_documented_as_1_to_100_and_enforced_at_both_ends(backen
         let limit = parameter(&doc, path, "get", "limit");
         assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(1), Some(100)), "{path}: {limit}");
     }
+    for path in ["/api/v1/todos", "/api/v1/users"] {
+        let cursor = parameter(&doc, path, "get", "cursor");
+        let pattern = pattern(cursor);
+        assert!(pattern.is_match("AZ09az_-AAAAAAAAAAAAAQ"), "{path}: {cursor}");
+        assert!(!pattern.is_match("") && !pattern.is_match("AAAAAAAAAAAAAAAAAAAAAB"), "{path}: {cursor}");
+    }
     let token = tenant_admin(&app, "limits").await;
-    for (limit, expected) in [(0, StatusCode::BAD_REQUEST), (1, StatusCode::OK), (100, StatusCode::OK), (101, StatusCode::BAD_REQUEST)] {
+    for (cursor, expected) in [("", StatusCode::BAD_REQUEST), ("AZ09az_-AAAAAAAAAAAAAQ", StatusCode::OK)] {
+        let status = send(&app, Method::GET, &format!("/api/v1/todos?cursor={cursor}"), &token, None).await;
+        assert_eq!(status, expected, "cursor {cursor:?}");
+    }
+    for (limit, expected) in
+        [(0, StatusCode::BAD_REQUEST), (1, StatusCode::OK), (100, StatusCode::OK), (101, StatusCode::BAD_REQUEST)]
+    {
         for path in ["/api/v1/todos", "/api/v1/users", "/api/v1/audit-events"] {
-            assert_eq!(send(&app, Method::GET, &format!("{path}?limit={limit}"), &token, None).await, expected, "{path} {limit}");
+            assert_eq!(
+                send(&app, Method::GET, &format!("{path}?limit={limit}"), &token, None).await,
+                expected,
+                "{path} {limit}"
+            );
         }
     }
     app.stop().await;
@@ -94,7 +110,9 @@ async fn text_fields_document_their_lengths_and_non_blank_pattern_and_the_server
     let slug = property(&doc, "NewTenant", "slug");
     assert_eq!((slug["minLength"].as_u64(), slug["maxLength"].as_u64()), (Some(1), Some(63)));
     let slug_pattern = pattern(slug);
-    for (candidate, valid) in [("a", true), ("acme-2", true), ("", false), ("-a", false), ("a-", false), ("Acme", false)] {
+    for (candidate, valid) in
+        [("a", true), ("acme-2", true), ("", false), ("-a", false), ("a-", false), ("Acme", false)]
+    {
         assert_eq!(slug_pattern.is_match(candidate), valid, "slug {candidate:?}");
     }
 
@@ -118,7 +136,8 @@ async fn text_fields_document_their_lengths_and_non_blank_pattern_and_the_server
         ("long-name", &"n".repeat(201), StatusCode::UNPROCESSABLE_ENTITY),
         ("good-name", &"n".repeat(200), StatusCode::CREATED),
     ] {
-        let status = send(&app, Method::POST, "/api/v1/tenants", &admin, Some(json!({"slug": slug, "name": name}))).await;
+        let status =
+            send(&app, Method::POST, "/api/v1/tenants", &admin, Some(json!({"slug": slug, "name": name}))).await;
         assert_eq!(status, expected, "tenant {slug:?}");
     }
     app.stop().await;
@@ -145,7 +164,11 @@ async fn a_todo_patch_documents_at_least_one_non_null_field_and_refuses_nulls(ba
     let todo: Value = response.json().await.expect("todo");
     let path = format!("/api/v1/todos/{}", todo["id"].as_str().expect("id"));
     for body in [json!({}), json!({"done": null}), json!({"title": null}), json!({"title": null, "done": true})] {
-        assert_eq!(send(&app, Method::PATCH, &path, &token, Some(body.clone())).await, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            send(&app, Method::PATCH, &path, &token, Some(body.clone())).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
     }
     for body in [json!({"done": true}), json!({"title": "renamed"}), json!({"title": "both", "done": false})] {
         assert_eq!(send(&app, Method::PATCH, &path, &token, Some(body.clone())).await, StatusCode::OK, "{body}");
@@ -173,7 +196,10 @@ async fn a_role_is_documented_as_member_or_admin(backend: Backend) {
         .await
         .expect("user");
     let path = format!("/api/v1/users/{}", me["id"].as_str().expect("id"));
-    assert_eq!(send(&app, Method::PATCH, &path, &token, Some(json!({"role": "owner"}))).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        send(&app, Method::PATCH, &path, &token, Some(json!({"role": "owner"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     assert_eq!(send(&app, Method::PATCH, &path, &token, Some(json!({"role": "admin"}))).await, StatusCode::OK);
     app.stop().await;
 }
@@ -211,7 +237,15 @@ async fn idempotency_keys_and_jtis_are_documented_as_1_to_255_visible_ascii(back
         assert_eq!(response.status(), expected, "{value:?}");
     }
     for (jti, expected) in [("", StatusCode::BAD_REQUEST), ("some-token-id", StatusCode::NO_CONTENT)] {
-        assert_eq!(send(&app, Method::POST, "/api/v1/auth/revoke", &token, Some(json!({"jti": jti}))).await, expected, "{jti:?}");
+        assert_eq!(
+            send(&app, Method::POST, "/api/v1/auth/revoke", &token, Some(json!({"jti": jti}))).await,
+            expected,
+            "{jti:?}"
+        );
     }
+    // The document's optional body, sent as `null`, revokes the presented token like no body.
+    let own = app.token(Some("keys"), "member", &["todos:read"]);
+    assert_eq!(send(&app, Method::POST, "/api/v1/auth/revoke", &own, Some(Value::Null)).await, StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, Method::GET, "/api/v1/todos", &own, None).await, StatusCode::UNAUTHORIZED);
     app.stop().await;
 }

@@ -29,7 +29,11 @@ pub struct NewTodo {
     /// 1 to 500 characters (surrounding whitespace is removed first).
     #[serde(deserialize_with = "crate::extract::trimmed")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub title: String,
 }
 
@@ -40,7 +44,12 @@ pub struct NewTodo {
 pub struct TodoPatch {
     #[serde(default, deserialize_with = "crate::extract::trimmed_present")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
-    #[schema(nullable = false, min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub title: Option<String>,
     #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(nullable = false)]
