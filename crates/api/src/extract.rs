@@ -168,6 +168,18 @@ pub fn trimmed_option<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resu
     Ok(value.map(|v| v.trim().to_owned()))
 }
 
+/// [`trimmed`] for optional fields that may be absent but not `null` (use with `#[serde(default)]`).
+pub fn trimmed_present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    trimmed(deserializer).map(Some)
+}
+
+/// An optional field that may be absent but not `null` (use with `#[serde(default)]`).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

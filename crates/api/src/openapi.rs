@@ -4,11 +4,23 @@
 
 use utoipa::{
     Modify, OpenApi, ToSchema,
-    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+    openapi::{
+        RefOr, Schema,
+        security::{Http, HttpAuthScheme, SecurityScheme},
+    },
 };
 use uuid::Uuid;
 
 use crate::{routes, todos::Todo};
+
+/// A user's role in a tenant (mirrors `palisade_tenancy::UserRole`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "a schema description, never constructed")]
+#[schema(as = Role, rename_all = "lowercase")]
+pub enum RoleDoc {
+    Member,
+    Admin,
+}
 
 /// An RFC 9457 problem: every error response has this shape.
 #[derive(Debug, ToSchema)]
@@ -56,7 +68,7 @@ pub struct UserDoc {
     tenant_id: Uuid,
     subject: String,
     #[schema(example = "member")]
-    role: String,
+    role: RoleDoc,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -218,7 +230,7 @@ impl Modify for BearerAuth {
         routes::audit::list,
     ),
     components(schemas(
-        ProblemDoc, FieldErrorDoc, TenantDoc, UserDoc, AuditEventDoc, MeDoc, Todo,
+        ProblemDoc, FieldErrorDoc, RoleDoc, TenantDoc, UserDoc, AuditEventDoc, MeDoc, Todo,
         routes::todos::NewTodo, routes::todos::TodoPatch, routes::tenants::NewTenant, routes::users::RoleChange,
         routes::auth::RevokeRequest,
     )),
@@ -229,5 +241,11 @@ struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // utoipa 5.5 renders `#[schema(min_properties = ..)]` as `maxProperties`, so it is set here.
+    if let Some(RefOr::T(Schema::Object(patch))) =
+        doc.components.as_mut().and_then(|components| components.schemas.get_mut("TodoPatch"))
+    {
+        patch.min_properties = Some(1);
+    }
     doc
 }

@@ -16,6 +16,8 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
+    /// The token's id: 1 to 255 visible ASCII characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$")]
     pub jti: String,
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -32,7 +34,7 @@ pub async fn me(auth: AuthContext) -> Json<AuthContext> {
     Json(auth)
 }
 
-/// Revoke the presented token (empty body) or, as a tenant admin, another token of the tenant by `jti`.
+/// Revoke the presented token (no body, or `null`) or, as a tenant admin, another token of the tenant by `jti`.
 #[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth", request_body(content = Option<RevokeRequest>),
     responses((status = 204, description = "Revoked"), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn revoke(
@@ -40,7 +42,8 @@ pub async fn revoke(
     mut ctx: TenantContext,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let (jti, expires_at) = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (the document's optional body, spelled out), names the presented token.
+    let (jti, expires_at) = if matches!(body.trim_ascii(), b"" | b"null") {
         let jti =
             ctx.auth.jti.clone().ok_or_else(|| Problem::bad_request("This token has no jti and cannot be revoked."))?;
         (jti, ctx.auth.expires_at)

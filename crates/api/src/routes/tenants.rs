@@ -31,9 +31,16 @@ use crate::{
 pub struct NewTenant {
     /// A DNS label: 1–63 lowercase letters, digits and inner hyphens. Used in URLs and subdomains.
     #[validate(custom(function = "slug", message = "must be 1-63 lowercase letters, digits and inner hyphens"))]
+    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub slug: String,
+    /// 1 to 200 characters (surrounding whitespace is removed first).
     #[serde(deserialize_with = "crate::extract::trimmed")]
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
 }
 

@@ -29,15 +29,30 @@ pub struct NewTodo {
     /// 1 to 500 characters (surrounding whitespace is removed first).
     #[serde(deserialize_with = "crate::extract::trimmed")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub title: String,
 }
 
+/// At least one field (`minProperties` is set in [`crate::openapi::document`]); an absent field
+/// stays as it is, and `null` is refused: it would mean nothing.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TodoPatch {
-    #[serde(default, deserialize_with = "crate::extract::trimmed_option")]
+    #[serde(default, deserialize_with = "crate::extract::trimmed_present")]
     #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub title: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    #[schema(nullable = false)]
     pub done: Option<bool>,
 }
 
@@ -46,8 +61,10 @@ pub struct ListQuery {
     /// Only todos with this `done` state.
     pub done: Option<bool>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 22, max_length = 22, pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -72,7 +89,8 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
 #[utoipa::path(post, path = "/api/v1/todos", tag = "todos", request_body = NewTodo,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body replay the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$",
+        description = "Makes retries safe: same key and body replay the first response (1 to 255 visible ASCII characters)")),
     responses((status = 201, body = Todo, headers(("ETag" = String), ("Location" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
 pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {

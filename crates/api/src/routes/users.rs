@@ -19,7 +19,7 @@ use crate::{
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleChange {
-    #[schema(value_type = String, example = "admin")]
+    #[schema(value_type = crate::openapi::RoleDoc, example = "admin")]
     pub role: UserRole,
 }
 
