@@ -1,4 +1,4 @@
-//! Settings: every crate's section, assembled and layered as DESIGN.md fixes:
+//! Settings: every crate's section, assembled and layered as docs/configuration.md documents:
 //! built-in defaults < `config/default.toml` < `config/{environment}.toml` < environment variables
 //! (`PALISADE_<SECTION>__<KEY>`, plus the well-known `DATABASE_URL`, `REDIS_URL`, `SENTRY_DSN` and
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`).

@@ -1,4 +1,4 @@
-//! The Prometheus metrics of DESIGN.md. Names and labels are a contract with the alert rules and
+//! The Prometheus metrics of docs/observability.md ("Metrics"). Names and labels are a contract with the alert rules and
 //! dashboards in observability/; label values are always from a small fixed set (never a raw path,
 //! tenant, user or address).
 //!
@@ -20,7 +20,8 @@ use prometheus::{
 /// The route label of a request that matched no route.
 pub const UNMATCHED: &str = "unmatched";
 
-/// Every metric name DESIGN.md fixes; alert rules and dashboards depend on each.
+/// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
+/// depend on each.
 pub const CONTRACT: [&str; 13] = [
     "http_requests_total",
     "http_request_duration_seconds",
