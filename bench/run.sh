@@ -143,6 +143,24 @@ if want health; then
     [[ -z "$BASELINE_BIN" ]] || stop_pid "$SERVER_PID"
 fi
 
+# versus_peer SCENARIO PALISADE_URL PALISADE_TOKEN PEER PEER_NAME PEER_PID PEER_URL PEER_TOKEN: the same
+# read on palisade and on a running peer, alternating, twice at c=16 and c=64; the peer's idle and
+# peak memory; both pairs; then the peer is stopped.
+versus_peer() {
+    local scenario=$1 pal_url=$2 pal_token=$3 peer=$4 name=$5 pid=$6 peer_url=$7 peer_token=$8 c
+    memory_idle "$name" "$pid"
+    for _ in 1 2; do
+        for c in 16 64; do
+            measure "$scenario" palisade "$c" "$pal_url" "$pal_token"
+            measure "$scenario" "$peer" "$c" "$peer_url" "$peer_token"
+        done
+    done
+    memory_peak "$name" "$pid"
+    pair "$scenario" palisade "$peer" 16
+    pair "$scenario" palisade "$peer" 64
+    stop_pid "$pid"
+}
+
 # --- (b) authenticated tenant read on SQLite, c = 1, 16, 64; loco on SQLite alternating -------
 if want sqlite; then
     log "(b) GET /api/v1/todos/{id} on SQLite"
@@ -171,17 +189,8 @@ if want sqlite; then
     if [[ "$PEERS" -eq 1 && -x "$LOCO_BIN" ]]; then
         log "(e) palisade vs loco on SQLite, alternating"
         start_loco loco-sqlite "sqlite://$WORK/loco-sqlite/loco.sqlite?mode=rwc"
-        memory_idle "loco (SQLite)" "$LOCO_PID"
-        for _ in 1 2; do
-            for c in 16 64; do
-                measure loco-sqlite palisade "$c" "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
-                measure loco-sqlite loco "$c" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
-            done
-        done
-        memory_peak "loco (SQLite)" "$LOCO_PID"
-        pair loco-sqlite palisade loco 16
-        pair loco-sqlite palisade loco 64
-        stop_pid "$LOCO_PID"
+        versus_peer loco-sqlite "$PAL_SQLITE_URL" "$TOKEN_SQLITE" \
+            loco "loco (SQLite)" "$LOCO_PID" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
     fi
     stop_pid "$PAL_SQLITE_PID"
 fi
@@ -204,33 +213,14 @@ if want pg; then
     if [[ "$PEERS" -eq 1 ]]; then
         log "(e) palisade vs FastAPI on the same PostgreSQL database, alternating"
         start_fastapi "$PG_DB"
-        memory_idle "FastAPI (uvicorn, 1 worker)" "$FASTAPI_PID"
-        FASTAPI_READ="$FASTAPI_URL/api/v1/todos/${PAL_PG_URL##*/}"
-        for _ in 1 2; do
-            for c in 16 64; do
-                measure fastapi-pg palisade "$c" "$PAL_PG_URL" "$TOKEN_PG"
-                measure fastapi-pg fastapi "$c" "$FASTAPI_READ" "$TOKEN_PG"
-            done
-        done
-        memory_peak "FastAPI (uvicorn, 1 worker)" "$FASTAPI_PID"
-        pair fastapi-pg palisade fastapi 16
-        pair fastapi-pg palisade fastapi 64
-        stop_pid "$FASTAPI_PID"
+        versus_peer fastapi-pg "$PAL_PG_URL" "$TOKEN_PG" \
+            fastapi "FastAPI (uvicorn, 1 worker)" "$FASTAPI_PID" "$FASTAPI_URL/api/v1/todos/${PAL_PG_URL##*/}" "$TOKEN_PG"
         if [[ -x "$LOCO_BIN" ]]; then
             log "(e) palisade vs loco on PostgreSQL, alternating"
             new_pg_db
             start_loco loco-pg "$PG_URL/$NEW_DB"
-            memory_idle "loco (PostgreSQL)" "$LOCO_PID"
-            for _ in 1 2; do
-                for c in 16 64; do
-                    measure loco-pg palisade "$c" "$PAL_PG_URL" "$TOKEN_PG"
-                    measure loco-pg loco "$c" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
-                done
-            done
-            memory_peak "loco (PostgreSQL)" "$LOCO_PID"
-            pair loco-pg palisade loco 16
-            pair loco-pg palisade loco 64
-            stop_pid "$LOCO_PID"
+            versus_peer loco-pg "$PAL_PG_URL" "$TOKEN_PG" \
+                loco "loco (PostgreSQL)" "$LOCO_PID" "$LOCO_URL/api/notes/$LOCO_NOTE" "$LOCO_TOKEN"
         fi
     fi
     stop_pid "$PAL_PG_PID"
