@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -396,8 +397,12 @@ class Suite:
                 self.redis.stop()
             self.psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
         print("== summary: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in self.results.items()))
-        print(f"logs in {self.workdir}")
-        return all(self.results.values())
+        passed = all(self.results.values())
+        if passed:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            print(f"server and redis logs kept in {self.workdir}")
+        return passed
 
 
 SCENARIOS = ["redis-restart", "pg-terminate", "idle-flood", "sigterm-drain", "jwks-down"]
