@@ -8,10 +8,10 @@ pub mod extract;
 pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
+pub mod resources;
 pub mod routes;
 pub mod settings;
 pub mod state;
-pub mod todos;
 
 pub use app::{Application, StartupError, build_router};
 pub use settings::{Environment, Settings};

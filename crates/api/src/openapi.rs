@@ -11,7 +11,10 @@ use utoipa::{
 };
 use uuid::Uuid;
 
-use crate::{routes, todos::Todo};
+use crate::{
+    resources::{self, todos::Todo},
+    routes,
+};
 
 /// A user's role in a tenant (mirrors `palisade_tenancy::UserRole`).
 #[derive(Debug, ToSchema)]
@@ -222,16 +225,16 @@ impl Modify for BearerAuth {
         routes::users::list,
         routes::users::get,
         routes::users::update,
-        routes::todos::list,
-        routes::todos::create,
-        routes::todos::get,
-        routes::todos::update,
-        routes::todos::delete,
+        resources::todos::list,
+        resources::todos::create,
+        resources::todos::get,
+        resources::todos::update,
+        resources::todos::delete,
         routes::audit::list,
     ),
     components(schemas(
         ProblemDoc, FieldErrorDoc, RoleDoc, TenantDoc, UserDoc, AuditEventDoc, MeDoc, Todo,
-        routes::todos::NewTodo, routes::todos::TodoPatch, routes::tenants::NewTenant, routes::users::RoleChange,
+        resources::todos::NewTodo, resources::todos::TodoPatch, routes::tenants::NewTenant, routes::users::RoleChange,
         routes::auth::RevokeRequest,
     )),
     modifiers(&BearerAuth),

@@ -9,10 +9,8 @@ use time::OffsetDateTime;
 
 use crate::AuthError;
 
-/// Scopes the application's routes require.
+/// Scopes the platform itself defines; each resource declares its own (see `palisade_api::resources`).
 pub mod scopes {
-    pub const TODOS_READ: &str = "todos:read";
-    pub const TODOS_WRITE: &str = "todos:write";
     pub const TENANT_ADMIN: &str = "tenant:admin";
     pub const PLATFORM_ADMIN: &str = "platform:admin";
 }
@@ -146,7 +144,7 @@ mod tests {
         let ctx = context(json!({ "sub": "u1", "exp": 2_000_000_000, "scope": "todos:read  todos:write" }))
             .expect("valid claims");
         assert_eq!(ctx.scopes.iter().collect::<Vec<_>>(), ["todos:read", "todos:write"]);
-        assert!(ctx.has_scope(scopes::TODOS_READ));
+        assert!(ctx.has_scope("todos:read"));
     }
 
     #[test]
@@ -182,8 +180,8 @@ mod tests {
     #[test]
     fn the_scope_guard_refuses_a_missing_scope_and_names_it() {
         let ctx = AuthContext::new("u1", None, ["todos:read"], None, OffsetDateTime::UNIX_EPOCH);
-        assert!(ctx.require_scope(scopes::TODOS_READ).is_ok());
-        match ctx.require_scope(scopes::TODOS_WRITE) {
+        assert!(ctx.require_scope("todos:read").is_ok());
+        match ctx.require_scope("todos:write") {
             Err(AuthError::InsufficientScope { required }) => assert_eq!(required, "todos:write"),
             other => panic!("expected insufficient scope, got {other:?}"),
         }

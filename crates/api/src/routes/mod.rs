@@ -5,7 +5,6 @@ pub(crate) mod auth;
 pub mod conditional;
 mod health;
 pub(crate) mod tenants;
-pub(crate) mod todos;
 pub(crate) mod users;
 
 use std::sync::OnceLock;
@@ -31,8 +30,13 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::list))
         .route("/users/me", get(users::me))
         .route("/users/{id}", get(users::get).patch(users::update))
-        .route("/todos", get(todos::list).post(todos::create))
-        .route("/todos/{id}", get(todos::get).patch(todos::update).delete(todos::delete))
+        .route("/todos", get(crate::resources::todos::list).post(crate::resources::todos::create))
+        .route(
+            "/todos/{id}",
+            get(crate::resources::todos::get)
+                .patch(crate::resources::todos::update)
+                .delete(crate::resources::todos::delete),
+        )
         .route("/audit-events", get(audit::list))
         .route("/openapi.json", get(openapi));
     Router::new()

@@ -12,7 +12,7 @@ fn request() -> DevTokenRequest {
     DevTokenRequest {
         subject: "dev-user".into(),
         tenant: Some("demo".into()),
-        scopes: vec![scopes::TODOS_READ.into(), scopes::TENANT_ADMIN.into()],
+        scopes: vec!["todos:read".into(), scopes::TENANT_ADMIN.into()],
         ttl: Duration::from_secs(3600),
     }
 }

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{Router, http::StatusCode, routing::get};
 use palisade_auth::{
-    AuthConfig, AuthContext, AuthError, Authenticator, DevTokenRequest, RevocationFailureMode, mint_dev_token, scopes,
+    AuthConfig, AuthContext, AuthError, Authenticator, DevTokenRequest, RevocationFailureMode, mint_dev_token,
 };
 use palisade_store::{Redis, RedisConfig};
 use secrecy::SecretString;
@@ -17,7 +17,7 @@ async fn whoami(context: AuthContext) -> String {
 }
 
 async fn write(context: AuthContext) -> Result<&'static str, AuthError> {
-    context.require_scope(scopes::TODOS_WRITE)?;
+    context.require_scope("todos:write")?;
     Ok("written")
 }
 
@@ -109,12 +109,12 @@ async fn a_bad_token_gets_a_401_naming_invalid_token_and_the_reason() {
 async fn a_missing_scope_gets_a_403_with_an_insufficient_scope_challenge() {
     let (auth, metrics) = authenticator(&AuthConfig::default(), true).await;
     let base = serve(auth).await;
-    let answer = get_with(&format!("{base}/write"), Some(&format!("Bearer {}", token(&[scopes::TODOS_READ])))).await;
+    let answer = get_with(&format!("{base}/write"), Some(&format!("Bearer {}", token(&["todos:read"])))).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     let challenge = answer.challenge.unwrap_or_default();
     assert!(challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"todos:write\""));
     assert_eq!(metrics.auth_failures_total.with_label_values(&["insufficient_scope"]).get(), 1);
-    let answer = get_with(&format!("{base}/write"), Some(&format!("Bearer {}", token(&[scopes::TODOS_WRITE])))).await;
+    let answer = get_with(&format!("{base}/write"), Some(&format!("Bearer {}", token(&["todos:write"])))).await;
     assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "written"));
 }
 

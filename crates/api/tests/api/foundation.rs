@@ -1,12 +1,9 @@
 //! The foundation: probes, metrics, problem+json errors, request ids, panics, and recovery of
 //! readiness when a dependency goes away and comes back.
 
-#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Backend, proxy::Proxy, spawn_app, spawn_app_with};
 use axum::{
     Router,
     routing::{get, post},
@@ -14,7 +11,6 @@ use axum::{
 use palisade_api::{AppState, extract::ValidatedJson};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backend, proxy::Proxy, spawn_app, spawn_app_with};
 
 on_both_backends!(
     health_answers_ok_without_touching_dependencies,
@@ -163,7 +159,7 @@ async fn json_bodies_are_checked_for_type_syntax_shape_size_and_validity(backend
 }
 
 /// Polls /ready until it answers `status` (readiness results are cached for up to a second).
-async fn wait_for_ready_status(app: &support::TestApp, status: StatusCode) -> Value {
+async fn wait_for_ready_status(app: &crate::support::TestApp, status: StatusCode) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let response = app.get("/ready").await;
@@ -176,12 +172,12 @@ async fn wait_for_ready_status(app: &support::TestApp, status: StatusCode) -> Va
 }
 
 async fn redis_going_away_makes_the_instance_unready_until_it_returns(backend: Backend) {
-    let Some(redis_url) = support::service_url(support::REDIS_VAR) else { return };
-    let proxy = Proxy::start(support::proxy::host_port(&redis_url)).await;
-    let proxied = support::proxy::through(&redis_url, &proxy);
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    let proxy = Proxy::start(crate::support::proxy::host_port(&redis_url)).await;
+    let proxied = crate::support::proxy::through(&redis_url, &proxy);
     let Some(app) = spawn_app(backend, |s| {
         s.redis.url = Some(proxied.into());
-        s.redis.key_prefix = support::unique_name("palisade-test");
+        s.redis.key_prefix = crate::support::unique_name("palisade-test");
         s.readiness.check_timeout = Duration::from_millis(500);
     })
     .await
@@ -205,13 +201,13 @@ async fn redis_going_away_makes_the_instance_unready_until_it_returns(backend: B
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_going_away_makes_the_instance_unready_until_it_returns() {
-    let Some(database) = support::TestDatabase::create(Backend::Postgres).await else { return };
-    let proxy = Proxy::start(support::proxy::host_port(&database.url)).await;
-    let mut settings = support::settings_for(Backend::Postgres, &database).expect("settings");
-    settings.database.url = support::proxy::through(&database.url, &proxy).into();
+    let Some(database) = crate::support::TestDatabase::create(Backend::Postgres).await else { return };
+    let proxy = Proxy::start(crate::support::proxy::host_port(&database.url)).await;
+    let mut settings = crate::support::settings_for(Backend::Postgres, &database).expect("settings");
+    settings.database.url = crate::support::proxy::through(&database.url, &proxy).into();
     settings.readiness.check_timeout = Duration::from_millis(500);
     settings.database.acquire_timeout = Duration::from_millis(500);
-    let app = support::start(settings, Router::new(), Backend::Postgres, database).await;
+    let app = crate::support::start(settings, Router::new(), Backend::Postgres, database).await;
     wait_for_ready_status(&app, StatusCode::OK).await;
     proxy.cut();
     let body = wait_for_ready_status(&app, StatusCode::SERVICE_UNAVAILABLE).await;

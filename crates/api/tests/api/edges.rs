@@ -2,10 +2,6 @@
 //! over the documented limits, PostgreSQL connections lost under load, and a database that is
 //! down when the server starts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
 use std::{
     collections::BTreeMap,
     sync::{
@@ -15,11 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{Backend, proxy};
 use axum::Router;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{Backend, proxy};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -67,7 +63,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_neither_starve_health_nor_outlive_the_first_request_timeout() {
     let timeout = Duration::from_secs(3);
-    let Some(app) = support::spawn_app(Backend::Sqlite, |s| s.server.header_read_timeout = timeout).await else {
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |s| s.server.header_read_timeout = timeout).await else {
         return;
     };
     let size = flood_size();
@@ -112,7 +108,8 @@ async fn idle_sockets_neither_starve_health_nor_outlive_the_first_request_timeou
 /// A keep-alive connection that served a request and then idles is closed after `idle_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let Some(app) = support::spawn_app(Backend::Sqlite, |s| s.server.idle_timeout = Duration::from_secs(1)).await
+    let Some(app) =
+        crate::support::spawn_app(Backend::Sqlite, |s| s.server.idle_timeout = Duration::from_secs(1)).await
     else {
         return;
     };
@@ -131,7 +128,7 @@ async fn a_keep_alive_connection_is_closed_after_the_idle_timeout() {
 /// vanished NAT entry) is dropped after the keep-alive timeout, long before `idle_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
-    let Some(app) = support::spawn_app(Backend::Sqlite, |s| {
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |s| {
         s.server.idle_timeout = Duration::from_secs(60);
         s.server.http2_keep_alive_interval = Duration::from_millis(500);
         s.server.http2_keep_alive_timeout = Duration::from_millis(500);
@@ -155,7 +152,7 @@ async fn an_http2_peer_that_stops_answering_pings_is_dropped() {
 /// counted in `http_connections_refused_total`; once connections close, new ones are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_beyond_the_cap_is_refused_with_a_503_problem() {
-    let Some(app) = support::spawn_app(Backend::Sqlite, |s| s.server.max_connections = 3).await else { return };
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |s| s.server.max_connections = 3).await else { return };
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(TcpStream::connect(app.addr).await.unwrap());
@@ -192,7 +189,7 @@ async fn a_connection_beyond_the_cap_is_refused_with_a_503_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_idle_http2_connections_ends_within_the_drain_delay_plus_a_second() {
     let drain = Duration::from_secs(1);
-    let Some(app) = support::spawn_app(Backend::Sqlite, |s| {
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |s| {
         s.server.shutdown_drain_delay = drain;
         s.server.shutdown_timeout = Duration::from_secs(20);
     })
@@ -220,7 +217,7 @@ async fn shutdown_with_idle_http2_connections_ends_within_the_drain_delay_plus_a
 /// security headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_head_gets_a_431_problem_with_request_id_and_security_headers() {
-    let Some(app) = support::spawn_app(Backend::Sqlite, |_| {}).await else { return };
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |_| {}).await else { return };
     let limit = app.state.settings.server.max_header_bytes;
     let long_header = app.client.get(app.url("/health")).header("x-padding", "a".repeat(limit + 1000));
     let long_url = app.client.get(app.url(&format!("/health?pad={}", "b".repeat(limit + 1000))));
@@ -249,10 +246,12 @@ async fn an_oversized_request_head_gets_a_431_problem_with_request_id_and_securi
 /// the service recovers without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_terminated_backends_under_load_give_503_with_retry_after_and_recover() {
-    let Some(app) = support::spawn_app(Backend::Postgres, |s| s.rate_limit.enabled = false).await else { return };
+    let Some(app) = crate::support::spawn_app(Backend::Postgres, |s| s.rate_limit.enabled = false).await else {
+        return;
+    };
     app.create_tenant("acme").await;
     let token = app.token(Some("acme"), "alice", &["todos:read", "todos:write"]);
-    let admin_url = support::service_url(support::DATABASE_VAR).unwrap();
+    let admin_url = crate::support::service_url(crate::support::DATABASE_VAR).unwrap();
     let database = url::Url::parse(&app.database.url).unwrap().path().trim_start_matches('/').to_owned();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
@@ -321,13 +320,13 @@ async fn on_postgres_terminated_backends_under_load_give_503_with_retry_after_an
 /// `startup`) until the database is reachable, and then it becomes ready and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_database_down_at_startup_delays_readiness_instead_of_exiting() {
-    let Some(database) = support::TestDatabase::create(Backend::Postgres).await else { return };
-    let mut settings = support::settings_for(Backend::Postgres, &database).unwrap();
+    let Some(database) = crate::support::TestDatabase::create(Backend::Postgres).await else { return };
+    let mut settings = crate::support::settings_for(Backend::Postgres, &database).unwrap();
     let pg = proxy::Proxy::start(proxy::host_port(&database.url)).await;
     pg.cut();
     settings.database.url = proxy::through(&database.url, &pg).into();
     settings.database.acquire_timeout = Duration::from_millis(500);
-    let app = support::start(settings, Router::new(), Backend::Postgres, database).await;
+    let app = crate::support::start(settings, Router::new(), Backend::Postgres, database).await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
     let ready = app.get("/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -350,8 +349,8 @@ async fn on_postgres_a_database_down_at_startup_delays_readiness_instead_of_exit
 /// production server: it drains and `run_until` fails with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_production_refuses_a_superuser_found_after_a_late_database() {
-    let Some(database) = support::TestDatabase::create(Backend::Postgres).await else { return };
-    let mut settings = support::settings_for(Backend::Postgres, &database).unwrap();
+    let Some(database) = crate::support::TestDatabase::create(Backend::Postgres).await else { return };
+    let mut settings = crate::support::settings_for(Backend::Postgres, &database).unwrap();
     settings.environment = palisade_api::Environment::Production;
     settings.auth.issuer = Some("https://issuer.example.com".to_owned());
     settings.auth.audience = Some("palisade".to_owned());

@@ -1,10 +1,6 @@
 //! The `palisade` binary as operators use it: exit codes, refusal of insecure production settings,
 //! `config check`, `migrate`, `healthcheck`, and serving from a fresh checkout with nothing set.
 
-#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
-
-mod support;
-
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -119,12 +115,12 @@ fn migrate_applies_the_migrations_to_a_fresh_sqlite_database() {
 
 #[tokio::test]
 async fn migrate_applies_the_migrations_to_a_fresh_postgres_database() {
-    let Some(admin) = support::service_url(support::DATABASE_VAR) else { return };
+    let Some(admin) = crate::support::service_url(crate::support::DATABASE_VAR) else { return };
     use sqlx::Connection;
-    let name = support::unique_name("palisade_migrate");
+    let name = crate::support::unique_name("palisade_migrate");
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    let url = support::with_database(&admin, &name, None);
+    let url = crate::support::with_database(&admin, &name, None);
     let dir = tempfile::tempdir().unwrap();
     let output = palisade(dir.path()).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();

@@ -2,8 +2,6 @@
 //! CORS, client IP resolution, rate limiting (in process and shared through Redis, including Redis
 //! going away mid-test), and the request limits (body size, timeout, slow and oversized heads).
 
-mod support;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -13,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{Backend, TestApp, proxy::Proxy, spawn_app, spawn_app_with};
 use axum::{
     Router,
     body::Bytes,
@@ -27,7 +26,6 @@ use palisade_edge::{
 use palisade_ops::Problem;
 use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::Value;
-use support::{Backend, TestApp, proxy::Proxy, spawn_app, spawn_app_with};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -539,8 +537,8 @@ async fn the_auth_code_limits_per_tenant_and_subject_with_tenant_overrides(backe
 /// Three instances with one key prefix on one Redis draw on one budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_one_redis_share_one_budget() {
-    let Some(redis_url) = support::service_url(support::REDIS_VAR) else { return };
-    let prefix = support::unique_name("palisade-test");
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    let prefix = crate::support::unique_name("palisade-test");
     let mut apps = Vec::new();
     for _ in 0..3 {
         let Some(app) = spawn_app(Backend::Sqlite, |s| {
@@ -644,7 +642,7 @@ async fn timed_requests(app: &TestApp, count: usize) -> (Vec<StatusCode>, Durati
 async fn app_behind(redis_url: String, mode: FailureMode) -> Option<TestApp> {
     spawn_app(Backend::Sqlite, |s| {
         s.redis.url = Some(redis_url.into());
-        s.redis.key_prefix = support::unique_name("palisade-test");
+        s.redis.key_prefix = crate::support::unique_name("palisade-test");
         s.rate_limit.failure_mode = mode;
         s.rate_limit.breaker_failures = 3;
         s.rate_limit.breaker_cooldown = Duration::from_millis(500);
@@ -660,9 +658,9 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_is_cut_requests_keep_flowing_on_the_fallback_and_shared_limits_resume_after() {
-    let Some(redis_url) = support::service_url(support::REDIS_VAR) else { return };
-    let proxy = Proxy::start(support::proxy::host_port(&redis_url)).await;
-    let Some(app) = app_behind(support::proxy::through(&redis_url, &proxy), FailureMode::Fallback).await else {
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    let proxy = Proxy::start(crate::support::proxy::host_port(&redis_url)).await;
+    let Some(app) = app_behind(crate::support::proxy::through(&redis_url, &proxy), FailureMode::Fallback).await else {
         return;
     };
     // The Redis connection is made lazily: wait until a decision is Redis's before counting.
@@ -707,8 +705,8 @@ async fn when_redis_is_cut_requests_keep_flowing_on_the_fallback_and_shared_limi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_stalls_no_request_waits_longer_than_the_limiter_timeout() {
-    let Some(redis_url) = support::service_url(support::REDIS_VAR) else { return };
-    let proxy = StallingProxy::start(support::proxy::host_port(&redis_url)).await;
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    let proxy = StallingProxy::start(crate::support::proxy::host_port(&redis_url)).await;
     let Some(app) = app_behind(proxy.url(&redis_url), FailureMode::Fallback).await else { return };
     let (before, _) = timed_requests(&app, 3).await;
     assert!(before.iter().all(|s| *s == StatusCode::NOT_FOUND));
@@ -727,9 +725,9 @@ async fn when_redis_stalls_no_request_waits_longer_than_the_limiter_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allow_and_deny_failure_modes_pass_everything_or_refuse_with_503() {
-    let Some(redis_url) = support::service_url(support::REDIS_VAR) else { return };
-    let proxy = Proxy::start(support::proxy::host_port(&redis_url)).await;
-    let through = support::proxy::through(&redis_url, &proxy);
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    let proxy = Proxy::start(crate::support::proxy::host_port(&redis_url)).await;
+    let through = crate::support::proxy::through(&redis_url, &proxy);
     let Some(allow) = app_behind(through.clone(), FailureMode::Allow).await else { return };
     let Some(deny) = app_behind(through, FailureMode::Deny).await else { return };
     for app in [&allow, &deny] {

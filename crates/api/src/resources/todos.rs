@@ -1,4 +1,7 @@
-//! `/api/v1/todos`: the example resource's HTTP surface.
+//! The example resource, end to end in one module: its scopes, its HTTP surface and schemas,
+//! and its store queries. Rename it and keep its habits: every query takes the tenant, writes
+//! bump a version that is the ETag, and each write appends an audit event in the same
+//! transaction.
 
 use axum::{
     Json,
@@ -7,11 +10,11 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use palisade_auth::scopes;
 use palisade_ops::Problem;
-use palisade_store::{Page, PageRequest};
-use palisade_tenancy::{TenantContext, audit::Change};
-use serde::Deserialize;
+use palisade_store::{Page, PageRequest, Tx, on_tx};
+use palisade_tenancy::{TenancyError, TenantContext, audit::Change};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -20,8 +23,13 @@ use crate::{
     extract::ValidatedJson,
     idempotency::{self, Replay},
     routes::{conditional, not_found},
-    todos::{self, Changes, Conditional, Todo},
 };
+
+/// The scopes this resource's routes require.
+pub mod scopes {
+    pub const READ: &str = "todos:read";
+    pub const WRITE: &str = "todos:write";
+}
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,10 +89,10 @@ fn with_etag(status: StatusCode, todo: &Todo) -> Response {
     responses((status = 200, body = inline(crate::openapi::TodoPage)), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<Todo>>, ApiError> {
-    ctx.auth.require_scope(scopes::TODOS_READ).map_err(Problem::from)?;
+    ctx.auth.require_scope(scopes::READ).map_err(Problem::from)?;
     let page = PageRequest { limit: query.limit, cursor: query.cursor };
     let tenant_id = ctx.tenant_id();
-    Ok(Json(todos::list(ctx.session.tx().await?, tenant_id, query.done, &page).await?))
+    Ok(Json(store::list(ctx.session.tx().await?, tenant_id, query.done, &page).await?))
 }
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
@@ -94,7 +102,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
     responses((status = 201, body = Todo, headers(("ETag" = String), ("Location" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
 pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    ctx.auth.require_scope(scopes::TODOS_WRITE).map_err(Problem::from)?;
+    ctx.auth.require_scope(scopes::WRITE).map_err(Problem::from)?;
     let ValidatedJson(new) = ValidatedJson::<NewTodo>::from_bytes(&headers, &body)?;
     let key = idempotency::key(&headers, &ctx.auth.subject)?;
     let tenant_id = ctx.tenant_id();
@@ -104,7 +112,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
             Replay::Stored(response) => return Ok(response),
         }
     }
-    let todo = todos::create(ctx.session.tx().await?, tenant_id, &new.title, ctx.user.id).await?;
+    let todo = store::create(ctx.session.tx().await?, tenant_id, &new.title, ctx.user.id).await?;
     let id = todo.id.to_string();
     ctx.audit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     let mut response = with_etag(StatusCode::CREATED, &todo);
@@ -123,9 +131,9 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
-    ctx.auth.require_scope(scopes::TODOS_READ).map_err(Problem::from)?;
+    ctx.auth.require_scope(scopes::READ).map_err(Problem::from)?;
     let tenant_id = ctx.tenant_id();
-    match todos::get(ctx.session.tx().await?, tenant_id, id).await? {
+    match store::get(ctx.session.tx().await?, tenant_id, id).await? {
         Some(todo) => Ok(with_etag(StatusCode::OK, &todo)),
         None => Err(not_found("todo").into()),
     }
@@ -142,7 +150,7 @@ pub async fn update(
     headers: HeaderMap,
     ValidatedJson(patch): ValidatedJson<TodoPatch>,
 ) -> Result<Response, ApiError> {
-    ctx.auth.require_scope(scopes::TODOS_WRITE).map_err(Problem::from)?;
+    ctx.auth.require_scope(scopes::WRITE).map_err(Problem::from)?;
     if patch.title.is_none() && patch.done.is_none() {
         return Err(Problem::validation(vec![palisade_ops::problem::FieldError {
             field: String::new(),
@@ -153,7 +161,7 @@ pub async fn update(
     let expected = conditional::if_match_version(&headers, id)?;
     let changes = Changes { title: patch.title, done: patch.done };
     let tenant_id = ctx.tenant_id();
-    match todos::update(ctx.session.tx().await?, tenant_id, id, expected, &changes).await? {
+    match store::update(ctx.session.tx().await?, tenant_id, id, expected, &changes).await? {
         Conditional::Done(todo) => {
             ctx.audit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
             ctx.session.commit().await?;
@@ -170,10 +178,10 @@ pub async fn update(
     responses((status = 204, description = "Deleted"), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
 pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    ctx.auth.require_scope(scopes::TODOS_WRITE).map_err(Problem::from)?;
+    ctx.auth.require_scope(scopes::WRITE).map_err(Problem::from)?;
     let expected = conditional::if_match_version(&headers, id)?;
     let tenant_id = ctx.tenant_id();
-    match todos::delete(ctx.session.tx().await?, tenant_id, id, expected).await? {
+    match store::delete(ctx.session.tx().await?, tenant_id, id, expected).await? {
         Conditional::Done(()) => {
             ctx.audit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
             ctx.session.commit().await?;
@@ -181,5 +189,150 @@ pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>, headers: Heade
         }
         Conditional::Stale => Err(conditional::precondition_failed().into()),
         Conditional::NotFound => Err(not_found("todo").into()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Todo {
+    pub id: Uuid,
+    pub title: String,
+    pub done: bool,
+    /// Incremented by every change; the `ETag` is derived from it.
+    pub version: i64,
+    /// The user (in this tenant) who created it.
+    pub created_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl Todo {
+    /// A strong validator: the id and version identify this exact representation.
+    pub fn etag(&self) -> String {
+        format!("\"{}-{}\"", self.id.simple(), self.version)
+    }
+}
+
+/// A partial update; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub title: Option<String>,
+    pub done: Option<bool>,
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug)]
+pub enum Conditional<T> {
+    Done(T),
+    /// The todo changed since the version the client had (`If-Match` failed).
+    Stale,
+    NotFound,
+}
+
+/// The resource's queries. Each takes the tenant, so no query can cross tenants even where
+/// row-level security is not there to catch it (SQLite).
+pub mod store {
+    use super::*;
+
+    const COLUMNS: &str = "id, title, done, version, created_by, created_at, updated_at";
+
+    pub async fn create(tx: &mut Tx, tenant_id: Uuid, title: &str, created_by: Uuid) -> Result<Todo, TenancyError> {
+        let now = OffsetDateTime::now_utc();
+        let sql = format!(
+            "INSERT INTO todos (id, tenant_id, title, done, version, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, false, 1, $4, $5, $5) RETURNING {COLUMNS}"
+        );
+        Ok(on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(tenant_id)
+            .bind(title)
+            .bind(created_by)
+            .bind(now)
+            .fetch_one(conn)
+            .await)?)
+    }
+
+    pub async fn get(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Option<Todo>, TenancyError> {
+        let sql = format!("SELECT {COLUMNS} FROM todos WHERE tenant_id = $1 AND id = $2");
+        Ok(on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await)?)
+    }
+
+    pub async fn list(
+        tx: &mut Tx,
+        tenant_id: Uuid,
+        done: Option<bool>,
+        page: &PageRequest,
+    ) -> Result<Page<Todo>, TenancyError> {
+        let (limit, after) = page.parse()?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM todos WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) AND ($3 IS NULL OR done = $3) \
+             ORDER BY id LIMIT $4"
+        );
+        let rows: Vec<Todo> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(after)
+            .bind(done)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(conn)
+            .await)?;
+        Ok(Page::from_rows(rows, limit, |t| t.id))
+    }
+
+    /// Applies `changes` if the todo is still at `expected_version` (any version when `None`).
+    /// The version check is in the UPDATE itself, so of two concurrent writers with the same ETag
+    /// exactly one succeeds.
+    pub async fn update(
+        tx: &mut Tx,
+        tenant_id: Uuid,
+        id: Uuid,
+        expected_version: Option<i64>,
+        changes: &Changes,
+    ) -> Result<Conditional<Todo>, TenancyError> {
+        let sql = format!(
+            "UPDATE todos SET title = COALESCE($1, title), done = COALESCE($2, done), version = version + 1, updated_at = $3 \
+             WHERE tenant_id = $4 AND id = $5 AND ($6 IS NULL OR version = $6) RETURNING {COLUMNS}"
+        );
+        let updated: Option<Todo> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(changes.title.as_deref())
+            .bind(changes.done)
+            .bind(OffsetDateTime::now_utc())
+            .bind(tenant_id)
+            .bind(id)
+            .bind(expected_version)
+            .fetch_optional(conn)
+            .await)?;
+        match updated {
+            Some(todo) => Ok(Conditional::Done(todo)),
+            None => missing_or_stale(tx, tenant_id, id).await,
+        }
+    }
+
+    pub async fn delete(
+        tx: &mut Tx,
+        tenant_id: Uuid,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<Conditional<()>, TenancyError> {
+        let deleted = on_tx!(tx, |conn| sqlx::query(
+            "DELETE FROM todos WHERE tenant_id = $1 AND id = $2 AND ($3 IS NULL OR version = $3)"
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(expected_version)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))?;
+        if deleted == 1 { Ok(Conditional::Done(())) } else { missing_or_stale(tx, tenant_id, id).await }
+    }
+
+    async fn missing_or_stale<T>(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Conditional<T>, TenancyError> {
+        Ok(if get(tx, tenant_id, id).await?.is_some() { Conditional::Stale } else { Conditional::NotFound })
     }
 }

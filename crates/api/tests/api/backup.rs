@@ -5,7 +5,6 @@
 //! needs `PALISADE_TEST_DATABASE_URL` (an admin URL allowed to create databases) and the
 //! PostgreSQL client tools (psql, pg_dump, pg_restore) on PATH; each creates its own databases
 //! and backup directory and removes them afterwards, also when it fails.
-#![cfg(unix)]
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -87,7 +86,7 @@ fn postgres() -> Option<Pg> {
         _ => {
             SKIP_NOTICE.call_once(|| {
                 notice(
-                    "SKIPPED: the PostgreSQL backup/restore tests (crates/api/tests/backup.rs) need \
+                    "SKIPPED: the PostgreSQL backup/restore tests (crates/api/tests/api/backup.rs) need \
                      PALISADE_TEST_DATABASE_URL (an admin URL, e.g. postgres://postgres@127.0.0.1:5432/postgres) \
                      and psql, pg_dump and pg_restore on PATH. They did NOT run",
                 )

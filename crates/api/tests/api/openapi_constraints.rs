@@ -2,11 +2,9 @@
 //! at the boundary: a request the document calls valid is accepted, one just outside is refused.
 //! (schemathesis checks the same thing by property-based testing: `.ci/schemathesis.sh`.)
 
-mod support;
-
+use crate::support::{Backend, TestApp, spawn_app};
 use reqwest::{Method, StatusCode, header::HeaderValue};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, spawn_app};
 
 on_both_backends!(
     list_limits_are_documented_as_1_to_100_and_enforced_at_both_ends,

@@ -7,20 +7,16 @@
 //! binary and read its output; Sentry is per application, so those tests run in-process with extra
 //! routes that panic or fail. Local HTTP servers stand in for the OTLP collector and for Sentry.
 
-#![allow(clippy::unwrap_used)] // a test that cannot read its own fixture should stop right there
-
-mod support;
-
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use crate::support::{Backend, REDIS_VAR, TestDatabase, service_url, spawn_app, unique_name};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Backend, REDIS_VAR, TestDatabase, service_url, spawn_app, unique_name};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::TcpListener,

@@ -1,12 +1,8 @@
 //! Tenant isolation and the example resource, through the API, on both backends.
 
-#![allow(clippy::unwrap_used, reason = "in tests a panic is a failed assertion with its location")]
-
-mod support;
-
+use crate::support::{Backend, TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, spawn_app};
 
 const RW: &[&str] = &["todos:read", "todos:write"];
 
@@ -568,7 +564,7 @@ async fn on_postgres_row_level_security_hides_and_protects_other_tenants_rows_fr
 async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
     let Some(first) = spawn_app(Backend::Postgres, |_| {}).await else { return };
     let settings = (*first.state.settings).clone();
-    let second = support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
+    let second = crate::support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
     let token = first.token(Some("demo"), "alice", RW);
     assert_eq!(send(&second, Method::GET, "/api/v1/auth/me", &token, None).await.status(), StatusCode::OK);
     assert_eq!(send(&first, Method::POST, "/api/v1/auth/revoke", &token, None).await.status(), StatusCode::NO_CONTENT);
@@ -588,7 +584,7 @@ async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
 async fn a_revocation_reaches_the_token_whether_either_side_named_the_tenant_by_slug_or_uuid() {
     let Some(first) = spawn_app(Backend::Postgres, |_| {}).await else { return };
     let settings = (*first.state.settings).clone();
-    let second = support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
+    let second = crate::support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
     let tenant = first.create_tenant("revokers").await;
     let uuid = tenant["id"].as_str().unwrap().to_owned();
     let upper = uuid.to_uppercase();
@@ -655,8 +651,8 @@ on_both_backends!(each_caller_has_its_own_budget_per_tenant_and_writes_a_tighter
 /// row-level security) is refused at startup, with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_production_refuses_to_run_as_a_superuser() {
-    let Some(database) = support::TestDatabase::create(Backend::Postgres).await else { return };
-    let mut settings = support::settings_for(Backend::Postgres, &database).expect("settings");
+    let Some(database) = crate::support::TestDatabase::create(Backend::Postgres).await else { return };
+    let mut settings = crate::support::settings_for(Backend::Postgres, &database).expect("settings");
     settings.environment = palisade_api::Environment::Production;
     settings.auth.issuer = Some("https://issuer.example.com".to_owned());
     settings.auth.audience = Some("palisade".to_owned());
