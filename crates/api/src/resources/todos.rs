@@ -114,7 +114,6 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     }
     let todo = store::create(ctx.session.tx().await?, tenant_id, &new.title, ctx.user.id).await?;
     let id = todo.id.to_string();
-    ctx.audit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     let mut response = with_etag(StatusCode::CREATED, &todo);
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/todos/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -122,7 +121,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     if let Some(key) = &key {
         idempotency::finish(ctx.session.tx().await?, tenant_id, key, StatusCode::CREATED, &todo, &todo.etag()).await?;
     }
-    ctx.session.commit().await?;
+    ctx.commit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     Ok(response)
 }
 
@@ -163,8 +162,7 @@ pub async fn update(
     let tenant_id = ctx.tenant_id();
     match store::update(ctx.session.tx().await?, tenant_id, id, expected, &changes).await? {
         Conditional::Done(todo) => {
-            ctx.audit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
-            ctx.session.commit().await?;
+            ctx.commit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
             Ok(with_etag(StatusCode::OK, &todo))
         }
         Conditional::Stale => Err(conditional::precondition_failed().into()),
@@ -183,8 +181,7 @@ pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>, headers: Heade
     let tenant_id = ctx.tenant_id();
     match store::delete(ctx.session.tx().await?, tenant_id, id, expected).await? {
         Conditional::Done(()) => {
-            ctx.audit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
-            ctx.session.commit().await?;
+            ctx.commit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         Conditional::Stale => Err(conditional::precondition_failed().into()),

@@ -18,7 +18,7 @@ on_both_backends!(
     of_two_patches_with_the_same_etag_exactly_one_succeeds,
     an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refused,
     every_write_appends_an_audit_event_visible_to_tenant_admins_newest_first,
-    an_audit_event_is_rolled_back_with_its_transaction,
+    a_write_whose_commit_fails_after_its_audit_insert_leaves_neither_row,
     scopes_guard_reads_writes_and_administration,
     users_are_provisioned_on_first_request_and_managed_by_tenant_admins,
     platform_admins_create_list_and_get_tenants,
@@ -347,19 +347,57 @@ async fn every_write_appends_an_audit_event_visible_to_tenant_admins_newest_firs
     app.stop().await;
 }
 
-async fn an_audit_event_is_rolled_back_with_its_transaction(backend: Backend) {
+async fn a_write_whose_commit_fails_after_its_audit_insert_leaves_neither_row(backend: Backend) {
+    use palisade_store::Tx;
+    use palisade_tenancy::{TenantSession, audit::Change};
     let Some(app) = spawn_app(backend, |_| {}).await else { return };
     let tenant = app.create_tenant("rollback").await;
     let tenant_id: uuid::Uuid = tenant["id"].as_str().unwrap().parse().unwrap();
     let admin = app.token(Some("rollback"), "boss", &["tenant:admin", "todos:read"]);
+    let me: Value = send(&app, Method::GET, "/api/v1/users/me", &admin, None).await.json().await.unwrap();
+    let user_id: uuid::Uuid = me["id"].as_str().unwrap().parse().unwrap();
     let before = audit_actions(&app, &admin).await.len();
-    let mut session = palisade_tenancy::TenantSession::begin(&app.state.db, tenant_id).await.unwrap();
-    let change = palisade_tenancy::audit::Change { action: "todo.created", resource_type: "todo", resource_id: "x" };
-    palisade_tenancy::audit::record(session.tx().await.unwrap(), tenant_id, "ghost", change, &Default::default())
-        .await
-        .unwrap();
-    drop(session);
-    assert_eq!(audit_actions(&app, &admin).await.len(), before, "an uncommitted audit event must vanish");
+
+    let mut session = TenantSession::begin(&app.state.db, tenant_id).await.unwrap();
+    // Something that fails only at COMMIT, after the write and its audit row are both in:
+    // on PostgreSQL a deferred constraint trigger on audit_events (so it fails only if the audit
+    // row was inserted); on SQLite a foreign key the write breaks, checked at COMMIT.
+    let created_by = match session.tx().await.unwrap() {
+        Tx::Sqlite(tx) => {
+            sqlx::query("PRAGMA defer_foreign_keys = ON").execute(&mut **tx).await.unwrap();
+            uuid::Uuid::now_v7()
+        }
+        Tx::Postgres(_) => {
+            let owner = app.database.admin_url.clone().unwrap();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&owner).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE FUNCTION fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'the commit fails after the audit insert'; END $$; \
+                 CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON audit_events \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.actor = 'doomed') \
+                 EXECUTE FUNCTION fail_at_commit()",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            user_id
+        }
+    };
+    let todo =
+        palisade_api::resources::todos::store::create(session.tx().await.unwrap(), tenant_id, "doomed", created_by)
+            .await
+            .unwrap();
+    let id = todo.id.to_string();
+    let change = Change { action: "todo.created", resource_type: "todo", resource_id: &id };
+    let failed = session.commit("doomed", change, &Default::default()).await;
+    assert!(failed.is_err(), "the commit was meant to fail");
+
+    let read = send(&app, Method::GET, &format!("/api/v1/todos/{id}"), &admin, None).await;
+    assert_eq!(read.status(), StatusCode::NOT_FOUND, "the write must not survive its failed commit");
+    let events = audit_actions(&app, &admin).await;
+    assert_eq!(events.len(), before, "nor its audit event: {events:?}");
+    assert!(events.iter().all(|e| e["resource_id"] != id.as_str()));
+
     let stale = app
         .client
         .delete(app.url(&format!("/api/v1/todos/{}", uuid::Uuid::now_v7())))
@@ -370,7 +408,7 @@ async fn an_audit_event_is_rolled_back_with_its_transaction(backend: Backend) {
     assert_eq!(stale.status(), StatusCode::NOT_FOUND);
     let actions: Vec<String> =
         audit_actions(&app, &admin).await.iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
-    assert!(!actions.iter().any(|a| a == "todo.deleted"), "a failed write leaves no event: {actions:?}");
+    assert!(!actions.iter().any(|a| a == "todo.deleted"), "a refused write leaves no event: {actions:?}");
     app.stop().await;
 }
 
