@@ -4,11 +4,12 @@
 //! transaction.
 
 use axum::{
-    Json,
+    Json, Router,
     body::Bytes,
     extract::{Path, Query},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
+    routing,
 };
 use palisade_ops::Problem;
 use palisade_store::{Page, PageRequest, Tx, on_tx};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
+    AppState,
     error::ApiError,
     extract::ValidatedJson,
     idempotency::{self, Replay},
@@ -29,6 +31,13 @@ use crate::{
 pub mod scopes {
     pub const READ: &str = "todos:read";
     pub const WRITE: &str = "todos:write";
+}
+
+/// The resource's routes, relative to `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/todos", routing::get(list).post(create))
+        .route("/todos/{id}", routing::get(get).patch(update).delete(delete))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
