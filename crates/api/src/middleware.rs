@@ -36,9 +36,12 @@
 //!     `normalize` so the 429 carries the request id. `/health`, `/ready` and `/metrics` are never
 //!     limited. Leaves a `RateLimitRecord` in the request so the per-user policies the auth code
 //!     applies report in the same `RateLimit` headers.
-//! 13. `CatchPanicLayer` — a panicking handler becomes a 500 problem; the server keeps serving.
-//! 14. `TimeoutLayer` — a request running past `server.request_timeout` gets 503.
-//! 15. `RequestBodyLimitLayer` — bodies over `server.body_limit_bytes` get 413.
+//! 13. `conditional::not_modified` — `If-None-Match` / `If-Modified-Since` on API reads: a 304
+//!     without a body when the representation is unchanged, and a weak ETag for JSON reads that
+//!     have none of their own; inside the limiter, so a 304 still spends the caller's budget.
+//! 14. `CatchPanicLayer` — a panicking handler becomes a 500 problem; the server keeps serving.
+//! 15. `TimeoutLayer` — a request running past `server.request_timeout` gets 503.
+//! 16. `RequestBodyLimitLayer` — bodies over `server.body_limit_bytes` get 413.
 //!
 //! All are applied with `Router::layer`, which wraps each route (and the fallback) individually:
 //! that is what lets the metrics and the trace span see the matched route template.
@@ -90,6 +93,7 @@ pub fn apply(
         .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(crate::routes::conditional::not_modified))
         .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
         .layer(from_fn_with_state(HeadLimits::from(server), server::limit_request_head))
         .layer(from_fn(problem::normalize));

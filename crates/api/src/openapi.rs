@@ -250,5 +250,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     {
         patch.min_properties = Some(1);
     }
+    routes::conditional::document(&mut doc);
     doc
 }

@@ -85,10 +85,15 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// The todo with its validators: a strong `ETag` (its version) and `Last-Modified`, which
+/// `If-Match`, `If-None-Match` and `If-Modified-Since` compare against.
 fn with_etag(status: StatusCode, todo: &Todo) -> Response {
     let mut response = (status, Json(todo)).into_response();
     if let Ok(etag) = HeaderValue::from_str(&todo.etag()) {
         response.headers_mut().insert(header::ETAG, etag);
+    }
+    if let Some(modified) = conditional::last_modified(todo.updated_at) {
+        response.headers_mut().insert(header::LAST_MODIFIED, modified);
     }
     response
 }

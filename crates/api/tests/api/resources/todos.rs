@@ -17,6 +17,7 @@ on_both_backends!(
     todo_bodies_are_validated_with_field_errors,
     of_two_patches_with_the_same_etag_exactly_one_succeeds,
     an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refused,
+    an_unchanged_todo_or_page_answers_304_without_a_body,
 );
 
 async fn a_todo_goes_through_create_read_update_delete_with_etags(backend: Backend) {
@@ -234,5 +235,55 @@ async fn an_idempotent_post_is_replayed_and_a_reused_key_with_another_body_refus
     assert_eq!(someone_else.status(), StatusCode::CREATED);
     assert!(someone_else.headers().get("idempotent-replayed").is_none(), "keys are per caller");
     assert_ne!(someone_else.json::<Value>().await.unwrap()["id"], first["id"]);
+    app.stop().await;
+}
+
+async fn an_unchanged_todo_or_page_answers_304_without_a_body(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "poller", RW);
+    let get = |path: String, name: &'static str, value: String| {
+        app.client.get(app.url(&path)).bearer_auth(&token).header(name, value).send()
+    };
+    let todo = create_todo(&app, &token, "watched").await;
+    let path = format!("/api/v1/todos/{}", todo["id"].as_str().unwrap());
+    let first = send(&app, Method::GET, &path, &token, None).await;
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = first.headers()["last-modified"].to_str().unwrap().to_owned();
+
+    let again = get(path.clone(), "if-none-match", etag.clone()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.headers()["vary"].to_str().unwrap().contains("authorization"));
+    assert!(again.headers().contains_key("cache-control"));
+    assert!(again.bytes().await.unwrap().is_empty(), "a 304 has no body");
+    let since = get(path.clone(), "if-modified-since", modified.clone()).await.unwrap();
+    assert_eq!(since.status(), StatusCode::NOT_MODIFIED);
+    let earlier = get(path.clone(), "if-modified-since", "Thu, 01 Jan 2015 00:00:00 GMT".into()).await.unwrap();
+    assert_eq!(earlier.status(), StatusCode::OK);
+    let other = get(path.clone(), "if-none-match", "\"someone-else\"".into()).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK, "a tag that is not the current one gets the body");
+
+    let patched = send(&app, Method::PATCH, &path, &token, Some(json!({"done": true}))).await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let changed = get(path.clone(), "if-none-match", etag.clone()).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "a changed todo is sent again");
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+
+    let page = send(&app, Method::GET, "/api/v1/todos", &token, None).await;
+    let page_tag = page.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(page_tag.starts_with("W/\""), "a list page has a weak ETag: {page_tag}");
+    let unchanged = get("/api/v1/todos".into(), "if-none-match", page_tag.clone()).await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    create_todo(&app, &token, "another").await;
+    let grown = get("/api/v1/todos".into(), "if-none-match", page_tag).await.unwrap();
+    assert_eq!(grown.status(), StatusCode::OK, "a page with a new row is sent again");
+
+    let document: Value = send(&app, Method::GET, "/api/v1/openapi.json", &token, None).await.json().await.unwrap();
+    for path in ["/api/v1/todos", "/api/v1/todos/{id}"] {
+        let get = &document["paths"][path]["get"];
+        assert!(get["responses"]["304"].is_object(), "{path} documents its 304");
+        let headers: Vec<&str> = get["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+        assert!(headers.contains(&"If-None-Match") && headers.contains(&"If-Modified-Since"), "{path}: {headers:?}");
+    }
     app.stop().await;
 }
