@@ -10,7 +10,7 @@ use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis
 use palisade_tenancy::{RequestMeta, Tenancy, TenancyError, tenants::TenantDirectory, write};
 use tokio::net::TcpListener;
 
-use crate::{AppState, Settings, middleware, routes};
+use crate::{AppState, Settings, middleware, routes, state::EdgeCallerLimits};
 
 /// How often Redis is pinged in the background so `redis_up` is current between probes.
 const REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -99,8 +99,19 @@ impl Application {
                  reach it can mint any token; set PALISADE_ENVIRONMENT=production for a shared deployment"
             );
         }
-        let state =
-            AppState { settings: Arc::new(settings), metrics, readiness, db, redis, auth, tenancy, edge, rate_limiter };
+        let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
+        let state = AppState {
+            settings: Arc::new(settings),
+            metrics,
+            readiness,
+            db,
+            redis,
+            auth,
+            tenancy,
+            edge,
+            rate_limiter,
+            caller_limits,
+        };
         let router = assemble(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self { listener, router, state, sentry, setup })

@@ -1,13 +1,16 @@
 //! The one application state every handler takes through `State`.
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
 
-use axum::extract::FromRef;
+use axum::{extract::FromRef, http::Extensions};
 use palisade_auth::Authenticator;
-use palisade_edge::{Edge, RateLimiter};
-use palisade_ops::{Metrics, Readiness};
+use palisade_edge::{
+    Edge, RateLimiter,
+    rate_limit::{self, AUTHENTICATED, WRITE},
+};
+use palisade_ops::{Metrics, Problem, Readiness};
 use palisade_store::{Database, Redis};
-use palisade_tenancy::Tenancy;
+use palisade_tenancy::{Tenancy, context::CallerLimits};
 
 use crate::Settings;
 
@@ -22,6 +25,31 @@ pub struct AppState {
     pub tenancy: Tenancy,
     /// Security headers, CORS, client IP resolution and compression, validated at startup.
     pub edge: Edge,
-    /// Shared with the auth code, which applies the per-user policies once it knows the caller.
+    /// The anonymous policy's middleware uses it directly.
     pub rate_limiter: RateLimiter,
+    /// The same limiter, for the tenant extractor, which applies the per-caller policies once it
+    /// knows the tenant and the subject.
+    pub caller_limits: Arc<dyn CallerLimits>,
+}
+
+/// The per-caller policies (`authenticated`, and `write` for unsafe methods) of the edge's limiter.
+#[derive(Debug)]
+pub struct EdgeCallerLimits(pub RateLimiter);
+
+impl CallerLimits for EdgeCallerLimits {
+    fn enforce<'a>(
+        &'a self,
+        extensions: &'a Extensions,
+        tenant_slug: &'a str,
+        subject: &'a str,
+        write: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Problem>> + Send + 'a>> {
+        Box::pin(async move {
+            rate_limit::enforce(&self.0, extensions, AUTHENTICATED, tenant_slug, subject).await?;
+            if write {
+                rate_limit::enforce(&self.0, extensions, WRITE, tenant_slug, subject).await?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -1,17 +1,15 @@
 //! Revoked token ids: in process for a single instance, in Redis when replicas must agree.
 //! An entry only lives as long as the token it revokes could still be accepted.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-};
+use std::time::{Duration, Instant};
 
+use moka::{Expiry, sync::Cache};
 use palisade_store::{Redis, redis::RedisFailure};
 use time::OffsetDateTime;
 
 /// The most revocations the in-process list holds at once (about 100 bytes each). Entries
 /// expire with their tokens, so only a burst of revocations within one token lifetime fills it.
-pub(crate) const MEMORY_CAPACITY: usize = 100_000;
+pub(crate) const MEMORY_CAPACITY: u64 = 100_000;
 
 /// Where revocations are kept.
 #[derive(Debug)]
@@ -72,37 +70,69 @@ impl RevocationStore {
     }
 }
 
-/// The in-process list. Not an evicting cache on purpose: evicting an entry would silently make
-/// a revoked token valid again, so when full (after dropping expired entries) a new revocation is
-/// refused instead, and the caller learns it did not happen.
+/// The in-process list: a moka cache whose entries expire with their tokens (each at its own
+/// time). No size bound is given to moka on purpose: evicting a live entry would silently make a
+/// revoked token valid again, so when full (after expired entries are dropped) a new revocation
+/// is refused instead, and the caller learns it did not happen.
 #[derive(Debug)]
 pub(crate) struct MemoryRevocations {
-    entries: Mutex<HashMap<String, OffsetDateTime>>,
-    capacity: usize,
+    entries: Cache<String, OffsetDateTime>,
+    capacity: u64,
+}
+
+/// Each entry lives until its token's `until`, however often it is extended.
+struct UntilExpiry;
+
+impl UntilExpiry {
+    fn left(until: OffsetDateTime) -> Option<Duration> {
+        Some(Duration::try_from(until - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO))
+    }
+}
+
+impl Expiry<String, OffsetDateTime> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, until: &OffsetDateTime, _: Instant) -> Option<Duration> {
+        Self::left(*until)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        until: &OffsetDateTime,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::left(*until)
+    }
 }
 
 impl MemoryRevocations {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self { entries: Cache::builder().expire_after(UntilExpiry).build(), capacity }
     }
 
     fn insert(&self, jti: &str, until: OffsetDateTime) -> Result<(), StoreFailure> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity && !entries.contains_key(jti) {
-            let now = OffsetDateTime::now_utc();
-            entries.retain(|_, expires| *expires > now);
-            if entries.len() >= self.capacity {
+        if !self.entries.contains_key(jti) {
+            // moka's count lags behind its writes and drops expired entries in coarse steps;
+            // revocations are rare, so settle it, and when it says full, count the live entries.
+            self.entries.run_pending_tasks();
+            if self.entries.entry_count() >= self.capacity && self.live() >= self.capacity {
                 return Err(StoreFailure::Full);
             }
         }
-        let entry = entries.entry(jti.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
+        self.entries
+            .entry(jti.to_owned())
+            .and_upsert_with(|existing| existing.map_or(until, |entry| (*entry.value()).max(until)));
         Ok(())
     }
 
+    /// Entries whose tokens could still be accepted (the iterator skips expired ones).
+    fn live(&self) -> u64 {
+        let now = OffsetDateTime::now_utc();
+        u64::try_from(self.entries.iter().filter(|(_, until)| *until > now).count()).unwrap_or(u64::MAX)
+    }
+
     fn contains(&self, jti: &str) -> bool {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.get(jti).is_some_and(|expires| *expires > OffsetDateTime::now_utc())
+        self.entries.get(jti).is_some_and(|until| until > OffsetDateTime::now_utc())
     }
 }
 
@@ -127,15 +157,17 @@ mod tests {
         let store = RevocationStore::Memory(memory);
         store.revoke("old", OffsetDateTime::now_utc() - Duration::minutes(1)).await.expect("no-op");
         let RevocationStore::Memory(memory) = &store else { unreachable!() };
-        assert_eq!(memory.entries.lock().map(|e| e.len()).unwrap_or_default(), 0);
+        memory.entries.run_pending_tasks();
+        assert_eq!(memory.entries.entry_count(), 0);
     }
 
     #[test]
     fn a_full_list_drops_expired_entries_and_otherwise_refuses_rather_than_forgets() {
         let memory = MemoryRevocations::new(2);
         let now = OffsetDateTime::now_utc();
-        memory.entries.lock().expect("lock").insert("expired".into(), now - Duration::seconds(1));
+        memory.insert("expiring", now + Duration::milliseconds(50)).expect("room");
         memory.insert("a", now + Duration::minutes(5)).expect("room");
+        std::thread::sleep(std::time::Duration::from_millis(100));
         memory.insert("b", now + Duration::minutes(5)).expect("room after dropping the expired entry");
         assert!(matches!(memory.insert("c", now + Duration::minutes(5)), Err(StoreFailure::Full)));
         assert!(memory.contains("a") && memory.contains("b"));

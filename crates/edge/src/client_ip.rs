@@ -19,6 +19,8 @@ use axum::{
     response::Response,
 };
 use ipnet::IpNet;
+/// The resolved address is an `ops` type, so crates that read it need not depend on the edge.
+pub use palisade_ops::client_ip::{ClientIp, NoClientIp, client_ip_of};
 use serde::{Deserialize, Serialize};
 
 static X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -129,48 +131,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip())).map(|ip| ip.to_canonical())
 }
 
-/// The client's address, resolved as described above. In request extensions and an extractor
-/// (the audit log records it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientIp(pub IpAddr);
-
-impl std::fmt::Display for ClientIp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// Whether the client reached the edge over HTTPS (per a trusted proxy). In request extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Https(pub bool);
-
-/// The client's address for a request that may not have passed [`resolve`] (then the TCP peer).
-pub fn client_ip_of(extensions: &http::Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<ClientIp>()
-        .map(|c| c.0)
-        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()))
-}
-
-/// Rejection when no address is known at all (the server always provides one; a router driven
-/// without a connection, as in some unit tests, does not).
-#[derive(Debug, Clone, Copy)]
-pub struct NoClientIp;
-
-impl axum::response::IntoResponse for NoClientIp {
-    fn into_response(self) -> Response {
-        tracing::error!("ClientIp extracted on a request without connection info");
-        palisade_ops::Problem::internal().into_response()
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = NoClientIp;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        client_ip_of(&parts.extensions).map(ClientIp).ok_or(NoClientIp)
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Https {
     type Rejection = Infallible;

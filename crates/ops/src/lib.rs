@@ -5,6 +5,7 @@
 //! Nothing here knows about tenants, tokens or tables; the `api` crate assembles these parts.
 
 pub mod access_log;
+pub mod client_ip;
 pub mod metrics;
 pub mod problem;
 pub mod readiness;
@@ -15,6 +16,7 @@ pub mod server;
 pub mod telemetry;
 
 pub use access_log::{AccessLog, PROBE_PATHS};
+pub use client_ip::ClientIp;
 pub use metrics::Metrics;
 pub use problem::Problem;
 pub use readiness::{CheckOutcome, Readiness, ReadinessCheck, ReadinessConfig};

@@ -216,6 +216,19 @@ impl Database {
         Ok(())
     }
 
+    /// Begins a transaction for a request that only reads (a safe method). On SQLite it is a
+    /// deferred `BEGIN`: in WAL mode readers neither take nor wait for the write lock, so reads
+    /// run concurrently with each other and with one writer. Such a transaction must not write
+    /// (a deferred transaction that tries to may fail with `SQLITE_BUSY` at once); on PostgreSQL
+    /// it is an ordinary transaction.
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        let result = match &self.pool {
+            Pool::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
+            Pool::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+        };
+        result.map_err(|error| self.observe(error))
+    }
+
     /// Begins a transaction, counting pool exhaustion in `db_pool_acquire_timeouts_total`.
     ///
     /// SQLite transactions begin IMMEDIATE: a deferred one that reads and then writes fails with

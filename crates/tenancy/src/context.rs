@@ -1,23 +1,39 @@
 //! The `TenantContext` extractor: authenticated caller, resolved tenant, provisioned user, and
 //! an open tenant-scoped session, in one value a handler takes.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::request::Parts,
+    http::{Extensions, request::Parts},
 };
 use palisade_auth::{AuthContext, Authenticator, scopes};
-use palisade_edge::{RateLimiter, client_ip, rate_limit};
-use palisade_ops::{Problem, RequestId};
+use palisade_ops::{Problem, RequestId, client_ip};
+use palisade_store::Database;
 
 use crate::{
     TenancyConfig, TenancyError, TenantSession,
     audit::Change,
     resolve::{self, Candidates},
+    session::Access,
     tenants::{Tenant, TenantDirectory},
     users::{self, User, UserRole},
 };
+
+/// The per-caller rate limits, applied once the tenant and the subject are known. Tenancy knows
+/// who the caller is; the limits themselves (policies, buckets, headers, the 429) are the edge's,
+/// and the api crate connects the two, so tenancy does not depend on the edge.
+pub trait CallerLimits: Send + Sync + std::fmt::Debug {
+    /// Counts one request of `subject` in the tenant `tenant_slug` (a write when `write`), records
+    /// the decisions for the response headers in `extensions`, and returns the refusal if any.
+    fn enforce<'a>(
+        &'a self,
+        extensions: &'a Extensions,
+        tenant_slug: &'a str,
+        subject: &'a str,
+        write: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Problem>> + Send + 'a>>;
+}
 
 /// Tenancy's share of the application state.
 #[derive(Debug, Clone)]
@@ -79,7 +95,7 @@ where
     S: Send + Sync,
     Tenancy: FromRef<S>,
     Arc<Authenticator>: FromRef<S>,
-    RateLimiter: FromRef<S>,
+    Arc<dyn CallerLimits>: FromRef<S>,
 {
     type Rejection = Problem;
 
@@ -99,25 +115,50 @@ where
         let tenant = resolve::resolve(&tenancy.config, &candidates, &tenancy.directory, platform_admin).await?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
         // Per (tenant, subject) budgets, keyed by slug because tenant overrides are.
-        let limiter = RateLimiter::from_ref(state);
-        rate_limit::enforce(&limiter, &parts.extensions, rate_limit::AUTHENTICATED, &tenant.slug, &auth.subject)
-            .await?;
-        if !parts.method.is_safe() {
-            rate_limit::enforce(&limiter, &parts.extensions, rate_limit::WRITE, &tenant.slug, &auth.subject).await?;
-        }
+        let write = !parts.method.is_safe();
+        Arc::<dyn CallerLimits>::from_ref(state).enforce(&parts.extensions, &tenant.slug, &auth.subject, write).await?;
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
-        // The user is looked up (and provisioned on first sight) in a short transaction of its
-        // own: provisioning must survive a read-only request, and the handler's session must not
-        // be open while its body is still arriving.
-        let mut setup = TenantSession::begin(db, tenant.id).await?;
-        let (user, created) = users::provision(setup.tx().await?, tenant.id, &auth.subject).await?;
-        if created {
-            let change =
-                Change { action: "user.provisioned", resource_type: "user", resource_id: &user.id.to_string() };
-            setup.commit(&auth.subject, change, &meta).await?;
-        }
-        let session = TenantSession::lazy(db.clone(), tenant.id);
+        let (user, session) = if write {
+            // The handler's session begins on first use, so it is not open (on SQLite: holding
+            // the write lock) while the request body is still arriving.
+            let user = provisioned(db, &tenant, &auth.subject, &meta).await?;
+            (user, TenantSession::lazy(db.clone(), tenant.id))
+        } else {
+            // A read is one transaction: the user's lookup and the handler's queries share it.
+            let mut session = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
+            match users::find(session.tx().await?, tenant.id, &auth.subject).await? {
+                Some(user) => (user, session),
+                None => {
+                    drop(session);
+                    let user = provision(db, &tenant, &auth.subject, &meta).await?;
+                    (user, TenantSession::lazy_with(db.clone(), tenant.id, Access::Read))
+                }
+            }
+        };
         Ok(Self { tenant, auth, user, session, meta })
     }
+}
+
+/// The user for `subject`, looked up in a read transaction, and provisioned on first sight.
+async fn provisioned(db: &Database, tenant: &Tenant, subject: &str, meta: &RequestMeta) -> Result<User, TenancyError> {
+    let mut lookup = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
+    if let Some(user) = users::find(lookup.tx().await?, tenant.id, subject).await? {
+        return Ok(user);
+    }
+    drop(lookup);
+    provision(db, tenant, subject, meta).await
+}
+
+/// Provisions the user for `subject` (and audits it) in a write transaction committed at once:
+/// provisioning must survive a read-only request. Another request may have provisioned it
+/// meanwhile; then that user is returned and nothing is audited twice.
+async fn provision(db: &Database, tenant: &Tenant, subject: &str, meta: &RequestMeta) -> Result<User, TenancyError> {
+    let mut setup = TenantSession::begin(db, tenant.id).await?;
+    let (user, created) = users::provision(setup.tx().await?, tenant.id, subject).await?;
+    if created {
+        let change = Change { action: "user.provisioned", resource_type: "user", resource_id: &user.id.to_string() };
+        setup.commit(subject, change, meta).await?;
+    }
+    Ok(user)
 }

@@ -22,3 +22,15 @@ pub use error::TenancyError;
 pub use session::TenantSession;
 pub use tenants::{Tenant, TenantStatus};
 pub use users::{User, UserRole};
+
+#[cfg(test)]
+mod tests {
+    /// Every rate limit lives in the edge, which tenancy reaches only through
+    /// [`context::CallerLimits`]; the client address is an `ops` type. A dependency on the edge
+    /// would let limits creep back in here.
+    #[test]
+    fn tenancy_does_not_depend_on_the_edge() {
+        let manifest = include_str!("../Cargo.toml");
+        assert!(!manifest.contains("palisade-edge"), "crates/tenancy/Cargo.toml depends on palisade-edge");
+    }
+}

@@ -13,20 +13,44 @@ use crate::{RequestMeta, TenancyError, audit::Change, write};
 pub struct TenantSession {
     db: Database,
     tenant_id: Uuid,
+    access: Access,
     tx: Option<Tx>,
 }
 
+/// What a session's transaction may do, which decides how it begins (see [`Database::begin_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: on SQLite a deferred transaction that waits for no lock.
+    Read,
+    /// Reads and writes: on SQLite the write lock is taken when it begins.
+    Write,
+}
+
 impl TenantSession {
-    /// A session whose transaction begins when first used.
+    /// A read-write session whose transaction begins when first used.
     pub fn lazy(db: Database, tenant_id: Uuid) -> Self {
-        Self { db, tenant_id, tx: None }
+        Self::lazy_with(db, tenant_id, Access::Write)
     }
 
-    /// A session whose transaction has begun.
+    /// A session of the given access whose transaction begins when first used.
+    pub fn lazy_with(db: Database, tenant_id: Uuid, access: Access) -> Self {
+        Self { db, tenant_id, access, tx: None }
+    }
+
+    /// A read-write session whose transaction has begun.
     pub async fn begin(db: &Database, tenant_id: Uuid) -> Result<Self, TenancyError> {
-        let mut session = Self::lazy(db.clone(), tenant_id);
+        Self::begin_with(db, tenant_id, Access::Write).await
+    }
+
+    /// A session of the given access whose transaction has begun.
+    pub async fn begin_with(db: &Database, tenant_id: Uuid, access: Access) -> Result<Self, TenancyError> {
+        let mut session = Self::lazy_with(db.clone(), tenant_id, access);
         session.tx().await?;
         Ok(session)
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
     }
 
     pub fn tenant_id(&self) -> Uuid {
@@ -38,7 +62,10 @@ impl TenantSession {
         if let Some(tx) = self.tx.take() {
             return Ok(self.tx.insert(tx));
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = match self.access {
+            Access::Read => self.db.begin_read().await?,
+            Access::Write => self.db.begin().await?,
+        };
         bind_tenant(&mut tx, self.tenant_id).await?;
         Ok(self.tx.insert(tx))
     }

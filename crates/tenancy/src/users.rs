@@ -59,12 +59,18 @@ impl From<UserRow> for User {
     }
 }
 
-const COLUMNS: &str = "id, tenant_id, subject, role, created_at, updated_at";
+/// The selected columns, as a macro so that each statement is one `concat!`ed `&'static str`
+/// (no `format!` per query; sqlx caches the prepared statement per connection).
+macro_rules! columns {
+    () => {
+        "id, tenant_id, subject, role, created_at, updated_at"
+    };
+}
 
 /// The user for `subject` in the tenant, created if this is its first request there.
 /// Returns whether it was created (so the caller can audit it).
 pub async fn provision(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<(User, bool), TenancyError> {
-    if let Some(user) = by_subject(tx, tenant_id, subject).await? {
+    if let Some(user) = find(tx, tenant_id, subject).await? {
         return Ok((user, false));
     }
     let now = OffsetDateTime::now_utc();
@@ -79,37 +85,35 @@ pub async fn provision(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<(U
     .execute(conn)
     .await
     .map(|r| r.rows_affected()))?;
-    let user = by_subject(tx, tenant_id, subject)
+    let user = find(tx, tenant_id, subject)
         .await?
         .ok_or_else(|| TenancyError::Store(palisade_store::StoreError::Query(sqlx::Error::RowNotFound)))?;
     Ok((user, inserted == 1))
 }
 
-async fn by_subject(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<Option<User>, TenancyError> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND subject = $2");
-    let row: Option<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(tenant_id)
-        .bind(subject)
-        .fetch_optional(conn)
-        .await)?;
+/// The user for `subject` in the tenant, if it has been provisioned.
+pub async fn find(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<Option<User>, TenancyError> {
+    let sql = concat!("SELECT ", columns!(), " FROM users WHERE tenant_id = $1 AND subject = $2");
+    let row: Option<UserRow> =
+        on_tx!(tx, |conn| sqlx::query_as(sql).bind(tenant_id).bind(subject).fetch_optional(conn).await)?;
     Ok(row.map(User::from))
 }
 
 pub async fn get(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Option<User>, TenancyError> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2");
-    let row: Option<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await)?;
+    let sql = concat!("SELECT ", columns!(), " FROM users WHERE tenant_id = $1 AND id = $2");
+    let row: Option<UserRow> =
+        on_tx!(tx, |conn| sqlx::query_as(sql).bind(tenant_id).bind(id).fetch_optional(conn).await)?;
     Ok(row.map(User::from))
 }
 
 pub async fn list(tx: &mut Tx, tenant_id: Uuid, page: &PageRequest) -> Result<Page<User>, TenancyError> {
     let (limit, after) = page.parse()?;
-    let sql =
-        format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3");
-    let rows: Vec<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM users WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
+    );
+    let rows: Vec<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sql)
         .bind(tenant_id)
         .bind(after)
         .bind(i64::from(limit) + 1)
@@ -120,8 +124,8 @@ pub async fn list(tx: &mut Tx, tenant_id: Uuid, page: &PageRequest) -> Result<Pa
 
 pub async fn set_role(tx: &mut Tx, tenant_id: Uuid, id: Uuid, role: UserRole) -> Result<Option<User>, TenancyError> {
     let sql =
-        format!("UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 RETURNING {COLUMNS}");
-    let row: Option<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        concat!("UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 RETURNING ", columns!());
+    let row: Option<UserRow> = on_tx!(tx, |conn| sqlx::query_as(sql)
         .bind(role.as_str())
         .bind(OffsetDateTime::now_utc())
         .bind(tenant_id)

@@ -643,3 +643,30 @@ async fn an_unknown_tenant_and_someone_elses_tenant_get_the_same_answer(backend:
     }
     app.stop().await;
 }
+
+/// On SQLite a read (user lookup and handler in one deferred transaction) takes no write lock:
+/// while another connection holds it, reads are still answered, and a write waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_reads_are_answered_while_another_connection_holds_the_write_lock() {
+    use sqlx::{Connection, SqliteConnection};
+    let Some(app) = spawn_app(Backend::Sqlite, |_| {}).await else { return };
+    let token = app.token(Some("demo"), "reader", RW);
+    let todo = create_todo(&app, &token, "read me").await;
+    let path = format!("/api/v1/todos/{}", todo["id"].as_str().unwrap());
+    let mut writer = SqliteConnection::connect(&app.database.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut writer).await.unwrap();
+    for read in [path.as_str(), "/api/v1/todos?done=false", "/api/v1/users/me"] {
+        let response = send(&app, Method::GET, read, &token, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{read} while the write lock is held");
+    }
+    let write = tokio::spawn({
+        let (client, url, token) = (app.client.clone(), app.url("/api/v1/todos"), token.clone());
+        async move { client.post(url).bearer_auth(token).json(&json!({"title": "after"})).send().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!write.is_finished(), "a write did not wait for the lock");
+    sqlx::query("ROLLBACK").execute(&mut writer).await.unwrap();
+    assert_eq!(write.await.unwrap().status(), StatusCode::CREATED);
+    writer.close().await.unwrap();
+    app.stop().await;
+}
