@@ -18,12 +18,20 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use validator::Validate;
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
+    AppState,
     error::ApiError,
     extract::ValidatedJson,
     idempotency::{self, Replay},
     routes::{conditional, not_found},
 };
+
+/// The resource's routes, each with its documentation (`routes!` reads the `#[utoipa::path]`s).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update, delete))
+}
 
 /// The scopes this resource's routes require.
 pub mod scopes {
@@ -45,7 +53,7 @@ pub struct NewTodo {
     pub title: String,
 }
 
-/// At least one field (`minProperties` is set in [`crate::openapi::document`]); an absent field
+/// At least one field (`minProperties` is set in [`crate::openapi::finish`]); an absent field
 /// stays as it is, and `null` is refused: it would mean nothing.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,8 +93,8 @@ fn with_etag(status: StatusCode, todo: &Todo) -> Response {
 }
 
 /// List the tenant's todos, oldest first.
-#[utoipa::path(get, path = "/api/v1/todos", tag = "todos", params(ListQuery),
-    responses((status = 200, body = inline(crate::openapi::TodoPage)), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/todos", tag = "todos", params(ListQuery),
+    responses((status = 200, body = Page<Todo>), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<Todo>>, ApiError> {
     ctx.auth.require_scope(scopes::READ).map_err(Problem::from)?;
@@ -96,7 +104,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 }
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
-#[utoipa::path(post, path = "/api/v1/todos", tag = "todos", request_body = NewTodo,
+#[utoipa::path(post, path = "/todos", tag = "todos", request_body = NewTodo,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$",
         description = "Makes retries safe: same key and body replay the first response (1 to 255 visible ASCII characters)")),
     responses((status = 201, body = Todo, headers(("ETag" = String), ("Location" = String))), crate::openapi::ErrorResponses),
@@ -127,7 +135,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// Fetch one todo.
-#[utoipa::path(get, path = "/api/v1/todos/{id}", tag = "todos", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/todos/{id}", tag = "todos", params(("id" = Uuid, Path)),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
@@ -140,7 +148,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Respons
 }
 
 /// Change a todo. Send `If-Match` with the ETag you read to avoid overwriting someone else's change.
-#[utoipa::path(patch, path = "/api/v1/todos/{id}", tag = "todos", request_body = TodoPatch,
+#[utoipa::path(patch, path = "/todos/{id}", tag = "todos", request_body = TodoPatch,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
@@ -173,7 +181,7 @@ pub async fn update(
 }
 
 /// Delete a todo (`If-Match` honoured).
-#[utoipa::path(delete, path = "/api/v1/todos/{id}", tag = "todos",
+#[utoipa::path(delete, path = "/todos/{id}", tag = "todos",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 204, description = "Deleted"), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
