@@ -53,8 +53,8 @@ pub struct NewTodo {
     pub title: String,
 }
 
-/// At least one field (`minProperties` is set in [`crate::openapi::finish`]); an absent field
-/// stays as it is, and `null` is refused: it would mean nothing.
+// `minProperties: 1` is set in `crate::openapi::finish` (utoipa renders the attribute wrongly).
+/// At least one field; an absent field stays as it is, and `null` is refused: it would mean nothing.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TodoPatch {

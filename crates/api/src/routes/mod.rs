@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub mod conditional;
+mod docs;
 mod health;
 pub(crate) mod tenants;
 pub(crate) mod users;
@@ -28,13 +29,15 @@ pub fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }
 
-/// The served routes: the documented API, its document, and the probes and metrics (which are
-/// for the platform, not API clients, so they are not in the document).
-pub fn router() -> Router<AppState> {
+/// The served routes: the documented API, its document, the probes and metrics (which are for
+/// the platform, not API clients, so they are not in the document), and with `api_docs` the
+/// reference page at `/docs`.
+pub fn router(api_docs: bool) -> Router<AppState> {
     let (api, document) = documented().split_for_parts();
     // Serialized once: the document depends only on the code.
     let document: Arc<str> = serde_json::to_string(&crate::openapi::finish(document)).unwrap_or_default().into();
-    Router::new()
+    let router = if api_docs { docs::router() } else { Router::new() };
+    router
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

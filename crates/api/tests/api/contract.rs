@@ -239,3 +239,32 @@ async fn a_body_that_breaks_its_schema_is_refused_by_the_check() {
         "request_id": "r", "errors": [{"field": "title"}]});
     assert!(contract.validate(&problem, &errors).is_err(), "a field error without a message passed");
 }
+
+/// In development `/docs` serves the reference page under its own policy, and its assets come
+/// from the binary; the API keeps its strict policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_page_is_served_in_development_under_its_own_policy() {
+    let Some(app) = spawn_app(Backend::Sqlite, |_| {}).await else { return };
+    let page = app.get("/docs/").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe"), "{policy}");
+    assert!(page.text().await.unwrap().contains("swagger-initializer.js"));
+    let initializer = app.get("/docs/swagger-initializer.js").await.text().await.unwrap();
+    assert!(initializer.contains("/api/v1/openapi.json"), "{initializer}");
+    let api = app.get("/api/v1/openapi.json").await;
+    assert_eq!(
+        api.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    );
+    app.stop().await;
+}
+
+/// Off unless enabled outside development (and off in development when disabled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_page_is_off_when_disabled() {
+    let Some(app) = spawn_app(Backend::Sqlite, |s| s.api_docs.enabled = Some(false)).await else { return };
+    assert_eq!(app.get("/docs/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/api/v1/openapi.json").await.status(), StatusCode::OK);
+    app.stop().await;
+}
