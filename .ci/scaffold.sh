@@ -37,5 +37,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked -p palisade-api --all-targets --all-features -- -D warnings
 : "${PALISADE_TEST_DATABASE_URL:?needs PALISADE_TEST_DATABASE_URL}" "${PALISADE_TEST_REDIS_URL:?needs PALISADE_TEST_REDIS_URL}"
-CI=true cargo test --locked -p palisade-api --all-features --test api -- "resources::$name::" tenancy::the_openapi_document_covers_every_api_route
+CI=true cargo test --locked -p palisade-api --all-features --test api -- "resources::$name::" contract::the_document_lists_exactly_the_operations_the_router_serves contract::every_operation_answers_as_the_document_says
 CI=true cargo test --locked -p palisade-store --test schema_parity

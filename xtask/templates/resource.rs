@@ -4,11 +4,10 @@
 //! `ctx.commit(change)`, which records the audit event in the same transaction.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, Query},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing,
 };
 use palisade_ops::Problem;
 use palisade_store::{Page, PageRequest, Tx, on_tx};
@@ -16,6 +15,7 @@ use palisade_tenancy::{TenancyError, TenantContext, audit::Change};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use validator::Validate;
 
 use crate::{
@@ -31,11 +31,10 @@ pub mod scopes {
     pub const WRITE: &str = "{{plural}}:write";
 }
 
-/// The resource's routes, relative to `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/{{path}}", routing::get(list).post(create))
-        .route("/{{path}}/{id}", routing::get(get).patch(update).delete(delete))
+/// The resource's routes, relative to `/api/v1`, each with its documentation (`routes!` reads
+/// the `#[utoipa::path]`s, so the OpenAPI document lists them too).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update, delete))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -63,8 +62,8 @@ pub struct New{{Singular}} {
 }
 
 /// List the tenant's {{plural_words}}, oldest first.
-#[utoipa::path(get, path = "/api/v1/{{path}}", tag = "{{plural}}", params(PageParams),
-    responses((status = 200, description = "A page of {{plural_words}}"), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/{{path}}", tag = "{{plural}}", params(PageParams),
+    responses((status = 200, body = Page<{{Singular}}>), crate::openapi::ErrorResponses),
     security(("bearer" = ["{{plural}}:read"])))]
 pub async fn list(mut ctx: TenantContext, Query(page): Query<PageParams>) -> Result<Json<Page<{{Singular}}>>, ApiError> {
     ctx.auth.require_scope(scopes::READ).map_err(Problem::from)?;
@@ -73,7 +72,7 @@ pub async fn list(mut ctx: TenantContext, Query(page): Query<PageParams>) -> Res
 }
 
 /// Create a {{singular_words}}.
-#[utoipa::path(post, path = "/api/v1/{{path}}", tag = "{{plural}}", request_body = New{{Singular}},
+#[utoipa::path(post, path = "/{{path}}", tag = "{{plural}}", request_body = New{{Singular}},
     responses((status = 201, body = {{Singular}}, headers(("Location" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["{{plural}}:write"])))]
 pub async fn create(mut ctx: TenantContext, ValidatedJson(new): ValidatedJson<New{{Singular}}>) -> Result<Response, ApiError> {
@@ -90,7 +89,7 @@ pub async fn create(mut ctx: TenantContext, ValidatedJson(new): ValidatedJson<Ne
 }
 
 /// Fetch one {{singular_words}}.
-#[utoipa::path(get, path = "/api/v1/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
     responses((status = 200, body = {{Singular}}), crate::openapi::ErrorResponses),
     security(("bearer" = ["{{plural}}:read"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<{{Singular}}>, ApiError> {
@@ -100,7 +99,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<{{
 }
 
 /// Rename a {{singular_words}}.
-#[utoipa::path(patch, path = "/api/v1/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
     request_body = New{{Singular}},
     responses((status = 200, body = {{Singular}}), crate::openapi::ErrorResponses),
     security(("bearer" = ["{{plural}}:write"])))]
@@ -119,7 +118,7 @@ pub async fn update(
 }
 
 /// Delete a {{singular_words}}.
-#[utoipa::path(delete, path = "/api/v1/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/{{path}}/{id}", tag = "{{plural}}", params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), crate::openapi::ErrorResponses),
     security(("bearer" = ["{{plural}}:write"])))]
 pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {

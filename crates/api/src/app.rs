@@ -189,7 +189,7 @@ fn assemble(state: AppState, extra: Router<AppState>, sentry: Option<Sentry>) ->
     let server = state.settings.server.clone();
     let access_log = palisade_ops::AccessLog::new(&state.settings.log);
     let (edge, rate_limiter) = (state.edge.clone(), state.rate_limiter.clone());
-    let router = routes::router().merge(extra).fallback(routes::fallback).with_state(state);
+    let router = routes::router(state.settings.api_docs()).merge(extra).fallback(routes::fallback).with_state(state);
     middleware::apply(router, metrics, &server, access_log, sentry, &edge, rate_limiter)
 }
 

@@ -60,6 +60,16 @@ pub struct Settings {
     pub client_ip: ClientIpConfig,
     pub rate_limit: RateLimitConfig,
     pub compression: CompressionConfig,
+    pub api_docs: ApiDocsConfig,
+}
+
+/// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiDocsConfig {
+    /// Serve the page. Unset: on in development, off elsewhere (the document itself,
+    /// `/api/v1/openapi.json`, is always served).
+    pub enabled: Option<bool>,
 }
 
 /// Settings could not be read or parsed.
@@ -216,6 +226,11 @@ impl Settings {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             environment: self.environment.as_str().to_owned(),
         }
+    }
+
+    /// Whether `/docs` is served (see `api_docs.enabled`).
+    pub fn api_docs(&self) -> bool {
+        self.api_docs.enabled.unwrap_or(self.environment.is_development())
     }
 
     /// Whether migrations run at startup (see `database.auto_migrate`).
@@ -385,6 +400,16 @@ mod tests {
         assert_eq!(settings.server.request_timeout.as_secs(), 5);
         assert_eq!(settings.database.url.expose_secret(), "postgres://app@db/palisade");
         assert!(settings.redis.url.is_some());
+    }
+
+    #[test]
+    fn the_api_reference_page_is_on_in_development_and_off_elsewhere_unless_enabled() {
+        assert!(load(&[]).api_docs());
+        assert!(!load(&[("PALISADE_API_DOCS__ENABLED", "false")]).api_docs());
+        assert!(!load(&[("PALISADE_ENVIRONMENT", "production")]).api_docs());
+        assert!(load(&[("PALISADE_ENVIRONMENT", "staging"), ("PALISADE_API_DOCS__ENABLED", "true")]).api_docs());
+        let typo = load_error(&[("PALISADE_API_DOCS__ENABLE", "true")]);
+        assert!(typo.contains("PALISADE_API_DOCS__ENABLED"), "{typo}");
     }
 
     #[test]

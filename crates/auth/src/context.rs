@@ -16,8 +16,9 @@ pub mod scopes {
 }
 
 /// An authenticated caller. Produced by [`crate::Authenticator::authenticate`] or by using it as
-/// an axum extractor; serializes as the body of `GET /api/v1/auth/me`.
-#[derive(Debug, Clone, Serialize)]
+/// an axum extractor; serializes as the body of `GET /api/v1/auth/me` (schema `Me`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Me)]
 pub struct AuthContext {
     /// The token's `sub`: the user (or client) id at the issuer.
     pub subject: String,
@@ -30,6 +31,7 @@ pub struct AuthContext {
     pub jti: Option<String>,
     /// When the token expires; a revocation only needs to be remembered until then.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
     /// Counts refused scope checks in `auth_failures_total`, when the context came from an
     /// [`crate::Authenticator`] (contexts built by hand in tests count nothing).

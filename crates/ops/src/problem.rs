@@ -134,10 +134,58 @@ impl Problem {
 }
 
 /// One invalid field of a request body or query.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The field's name (empty when the problem is the body as a whole).
     pub field: String,
     pub message: String,
+}
+
+/// The document's `Problem` schema. Written out rather than derived because the body is open:
+/// extensions are flattened into it, and `errors` (422) is the one every client should know.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        let string = |description: &str| ObjectBuilder::new().schema_type(Type::String).description(Some(description));
+        ObjectBuilder::new()
+            .description(Some("An RFC 9457 problem: every error response has this shape."))
+            .property("type", string("A URI naming the kind of problem (`/problems/<slug>` or `about:blank`)."))
+            .required("type")
+            .property("title", string("A short summary of the kind of problem."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int32)))
+                    .minimum(Some(100))
+                    .maximum(Some(599)),
+            )
+            .required("status")
+            .property("detail", string("What went wrong with this request."))
+            .required("detail")
+            .property(
+                "request_id",
+                string("Quote this when reporting a problem; it is in the logs and the `x-request-id` header."),
+            )
+            .required("request_id")
+            .property(
+                "errors",
+                ArrayBuilder::new()
+                    .items(utoipa::openapi::Ref::from_schema_name("FieldError"))
+                    .description(Some("Validation problems (422) only: one entry per invalid field.")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((
+            <FieldError as utoipa::ToSchema>::name().into_owned(),
+            <FieldError as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 impl IntoResponse for Problem {

@@ -45,10 +45,11 @@ impl PageRequest {
     }
 }
 
-/// A page of a list: `{"items": […], "next_cursor": …}`.
-#[derive(Debug, Clone, Serialize)]
+/// A page of a list; pass `next_cursor` as `cursor` for the next one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Absent (`null`) on the last page.
     pub next_cursor: Option<String>,
 }
 

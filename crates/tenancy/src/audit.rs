@@ -8,19 +8,21 @@ use uuid::Uuid;
 
 use crate::{RequestMeta, TenancyError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: Uuid,
     pub tenant_id: Uuid,
     /// The subject that acted.
     pub actor: String,
     /// `<resource>.<verb>`, e.g. `todo.created`.
+    #[schema(example = "todo.created")]
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 

@@ -4,12 +4,11 @@
 //! transaction.
 
 use axum::{
-    Json, Router,
+    Json,
     body::Bytes,
     extract::{Path, Query},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing,
 };
 use palisade_ops::Problem;
 use palisade_store::{Page, PageRequest, Tx, on_tx};
@@ -19,6 +18,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use validator::Validate;
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
     AppState,
     error::ApiError,
@@ -27,18 +28,17 @@ use crate::{
     routes::{conditional, not_found},
 };
 
+/// The resource's routes, each with its documentation (`routes!` reads the `#[utoipa::path]`s).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get, update, delete))
+}
+
 /// The scopes this resource's routes require.
 pub mod scopes {
     pub const READ: &str = "todos:read";
     pub const WRITE: &str = "todos:write";
 }
 
-/// The resource's routes, relative to `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/todos", routing::get(list).post(create))
-        .route("/todos/{id}", routing::get(get).patch(update).delete(delete))
-}
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,8 +54,8 @@ pub struct NewTodo {
     pub title: String,
 }
 
-/// At least one field (`minProperties` is set in [`crate::openapi::document`]); an absent field
-/// stays as it is, and `null` is refused: it would mean nothing.
+// `minProperties: 1` is set in `crate::openapi::finish` (utoipa renders the attribute wrongly).
+/// At least one field; an absent field stays as it is, and `null` is refused: it would mean nothing.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TodoPatch {
@@ -99,8 +99,8 @@ fn with_etag(status: StatusCode, todo: &Todo) -> Response {
 }
 
 /// List the tenant's todos, oldest first.
-#[utoipa::path(get, path = "/api/v1/todos", tag = "todos", params(ListQuery),
-    responses((status = 200, body = inline(crate::openapi::TodoPage)), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/todos", tag = "todos", params(ListQuery),
+    responses((status = 200, body = Page<Todo>), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<Todo>>, ApiError> {
     ctx.auth.require_scope(scopes::READ).map_err(Problem::from)?;
@@ -110,7 +110,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 }
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
-#[utoipa::path(post, path = "/api/v1/todos", tag = "todos", request_body = NewTodo,
+#[utoipa::path(post, path = "/todos", tag = "todos", request_body = NewTodo,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$",
         description = "Makes retries safe: same key and body replay the first response (1 to 255 visible ASCII characters)")),
     responses((status = 201, body = Todo, headers(("ETag" = String), ("Location" = String))), crate::openapi::ErrorResponses),
@@ -140,7 +140,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// Fetch one todo.
-#[utoipa::path(get, path = "/api/v1/todos/{id}", tag = "todos", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/todos/{id}", tag = "todos", params(("id" = Uuid, Path)),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
@@ -153,7 +153,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Respons
 }
 
 /// Change a todo. Send `If-Match` with the ETag you read to avoid overwriting someone else's change.
-#[utoipa::path(patch, path = "/api/v1/todos/{id}", tag = "todos", request_body = TodoPatch,
+#[utoipa::path(patch, path = "/todos/{id}", tag = "todos", request_body = TodoPatch,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
@@ -185,7 +185,7 @@ pub async fn update(
 }
 
 /// Delete a todo (`If-Match` honoured).
-#[utoipa::path(delete, path = "/api/v1/todos/{id}", tag = "todos",
+#[utoipa::path(delete, path = "/todos/{id}", tag = "todos",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 204, description = "Deleted"), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]

@@ -4,11 +4,17 @@ use axum::{Json, extract::Query};
 use palisade_store::Page;
 use palisade_tenancy::{TenantContext, audit};
 
-use crate::{error::ApiError, routes::PageParams};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{AppState, error::ApiError, routes::PageParams};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
+}
 
 /// The tenant's audit events, newest first.
-#[utoipa::path(get, path = "/api/v1/audit-events", tag = "audit", params(PageParams),
-    responses((status = 200, body = inline(crate::openapi::AuditPage)), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/audit-events", tag = "audit", params(PageParams),
+    responses((status = 200, body = Page<audit::AuditEvent>), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn list(
     mut ctx: TenantContext,

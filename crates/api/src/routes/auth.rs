@@ -8,8 +8,13 @@ use palisade_ops::Problem;
 use palisade_tenancy::{TenantContext, audit::Change};
 use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::error::ApiError;
+use crate::{AppState, error::ApiError};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(revoke))
+}
 
 /// A tenant admin revoking someone else's token names its `jti` (and, when known, its expiry so
 /// the revocation is remembered exactly as long as needed).
@@ -28,14 +33,14 @@ pub struct RevokeRequest {
 const REVOKE_BY_JTI_FOR: time::Duration = time::Duration::days(1);
 
 /// The caller's identity as the token states it.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
-    responses((status = 200, body = crate::openapi::MeDoc), crate::openapi::ErrorResponses), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
+    responses((status = 200, body = AuthContext), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn me(auth: AuthContext) -> Json<AuthContext> {
     Json(auth)
 }
 
 /// Revoke the presented token (no body, or `null`) or, as a tenant admin, another token of the tenant by `jti`.
-#[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth", request_body(content = Option<RevokeRequest>),
+#[utoipa::path(post, path = "/auth/revoke", tag = "auth", request_body(content = Option<RevokeRequest>),
     responses((status = 204, description = "Revoked"), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn revoke(
     State(authenticator): State<Arc<Authenticator>>,

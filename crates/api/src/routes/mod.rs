@@ -3,48 +3,45 @@
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub mod conditional;
+mod docs;
 mod health;
 pub(crate) mod tenants;
 pub(crate) mod users;
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
-use axum::{
-    Router,
-    http::header,
-    response::IntoResponse,
-    routing::{get, post},
-};
+use axum::{Router, http::header, routing::get};
 use palisade_ops::Problem;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::AppState;
+use crate::{AppState, openapi::ApiDoc, resources};
 
-pub fn router() -> Router<AppState> {
-    let api = Router::new()
-        .route("/auth/me", get(auth::me))
-        .route("/auth/revoke", post(auth::revoke))
-        .route("/tenants", get(tenants::list).post(tenants::create))
-        .route("/tenants/{id}", get(tenants::get))
-        .route("/tenants/{id}/suspend", post(tenants::suspend))
-        .route("/tenants/{id}/reactivate", post(tenants::reactivate))
-        .route("/users", get(users::list))
-        .route("/users/me", get(users::me))
-        .route("/users/{id}", get(users::get).patch(users::update))
-        .route("/audit-events", get(audit::list))
-        .route("/openapi.json", get(openapi));
-    let api = crate::resources::merge_resources!(api);
-    Router::new()
+/// Every API route with its documentation, each declared once (`routes!` in its module). The
+/// router and the OpenAPI document are both produced from this.
+pub fn documented() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new().merge(auth::routes()).merge(tenants::routes()).merge(users::routes());
+    let v1 = resources::merge_resources!(v1).merge(audit::routes());
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
+}
+
+/// The served routes: the documented API, its document, the probes and metrics (which are for
+/// the platform, not API clients, so they are not in the document), and with `api_docs` the
+/// reference page at `/docs`.
+pub fn router(api_docs: bool) -> Router<AppState> {
+    let (api, document) = documented().split_for_parts();
+    // Serialized once: the document depends only on the code.
+    let document: Arc<str> = serde_json::to_string(&crate::openapi::finish(document)).unwrap_or_default().into();
+    let router = if api_docs { docs::router() } else { Router::new() };
+    router
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
-        .nest("/api/v1", api)
-}
-
-/// The document is built and serialized once: it depends only on the code.
-async fn openapi() -> impl IntoResponse {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    let body = DOCUMENT.get_or_init(|| serde_json::to_string(&crate::openapi::document()).unwrap_or_default());
-    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }),
+        )
 }
 
 /// `?limit=&cursor=` of a list request, as the OpenAPI document describes it.

@@ -17,6 +17,7 @@ use palisade_tenancy::{
     write,
 };
 use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -45,6 +46,14 @@ pub struct NewTenant {
     pub name: String,
 }
 
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get))
+        .routes(routes!(suspend))
+        .routes(routes!(reactivate))
+}
+
 fn slug(value: &str) -> Result<(), validator::ValidationError> {
     if is_valid_slug(value) { Ok(()) } else { Err(validator::ValidationError::new("slug")) }
 }
@@ -54,8 +63,8 @@ fn require_platform_admin(auth: &AuthContext) -> Result<(), ApiError> {
 }
 
 /// Create a tenant.
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = NewTenant,
-    responses((status = 201, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -75,8 +84,8 @@ pub async fn create(
 }
 
 /// List tenants.
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", params(PageParams),
-    responses((status = 200, body = inline(crate::openapi::TenantPage)), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/tenants", tag = "tenants", params(PageParams),
+    responses((status = 200, body = Page<Tenant>), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -91,8 +100,8 @@ pub async fn list(
 }
 
 /// Fetch a tenant.
-#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "tenants", params(("id" = Uuid, Path)),
-    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/tenants/{id}", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -107,8 +116,8 @@ pub async fn get(
 }
 
 /// Suspend a tenant: its users get 403 until it is reactivated.
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/suspend", tag = "tenants", params(("id" = Uuid, Path)),
-    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(post, path = "/tenants/{id}/suspend", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn suspend(
     state: State<AppState>,
@@ -120,8 +129,8 @@ pub async fn suspend(
 }
 
 /// Reactivate a suspended tenant.
-#[utoipa::path(post, path = "/api/v1/tenants/{id}/reactivate", tag = "tenants", params(("id" = Uuid, Path)),
-    responses((status = 200, body = crate::openapi::TenantDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(post, path = "/tenants/{id}/reactivate", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn reactivate(
     state: State<AppState>,

@@ -7,10 +7,12 @@ use axum::{
 use palisade_store::Page;
 use palisade_tenancy::{TenantContext, User, UserRole, audit::Change, users};
 use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
+    AppState,
     error::ApiError,
     extract::ValidatedJson,
     routes::{PageParams, not_found},
@@ -19,20 +21,24 @@ use crate::{
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleChange {
-    #[schema(value_type = crate::openapi::RoleDoc, example = "admin")]
+    #[schema(example = "admin")]
     pub role: UserRole,
 }
 
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(me)).routes(routes!(get, update))
+}
+
 /// The caller, as a user of the tenant.
-#[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
-    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    responses((status = 200, body = User), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn me(ctx: TenantContext) -> Json<User> {
     Json(ctx.user)
 }
 
 /// List the tenant's users.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageParams),
-    responses((status = 200, body = inline(crate::openapi::UserPage)), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/users", tag = "users", params(PageParams),
+    responses((status = 200, body = Page<User>), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<PageParams>) -> Result<Json<Page<User>>, ApiError> {
     ctx.require_tenant_admin()?;
@@ -41,8 +47,8 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<PageParams>) -> Re
 }
 
 /// Fetch one user of the tenant.
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
-    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses((status = 200, body = User), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<User>, ApiError> {
     ctx.require_tenant_admin()?;
@@ -51,8 +57,8 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<Us
 }
 
 /// Change a user's role.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = RoleChange,
-    responses((status = 200, body = crate::openapi::UserDoc), crate::openapi::ErrorResponses),
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = RoleChange,
+    responses((status = 200, body = User), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn update(
     mut ctx: TenantContext,

@@ -16,7 +16,6 @@ on_both_backends!(
     users_are_provisioned_on_first_request_and_managed_by_tenant_admins,
     platform_admins_create_list_and_get_tenants,
     a_revoked_token_is_refused,
-    the_openapi_document_covers_every_api_route,
     control_characters_in_any_text_field_get_422_naming_the_field,
     an_unknown_tenant_and_someone_elses_tenant_get_the_same_answer,
 );
@@ -258,42 +257,6 @@ async fn a_revoked_token_is_refused(backend: Backend) {
     let refused = send(&app, Method::GET, "/api/v1/auth/me", &token, None).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert!(refused.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
-    app.stop().await;
-}
-
-async fn the_openapi_document_covers_every_api_route(backend: Backend) {
-    let Some(app) = spawn_app(backend, |_| {}).await else { return };
-    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
-    let paths = doc["paths"].as_object().unwrap();
-    for (path, methods) in [
-        ("/api/v1/auth/me", &["get"][..]),
-        ("/api/v1/auth/revoke", &["post"]),
-        ("/api/v1/tenants", &["get", "post"]),
-        ("/api/v1/tenants/{id}", &["get"]),
-        ("/api/v1/tenants/{id}/suspend", &["post"]),
-        ("/api/v1/tenants/{id}/reactivate", &["post"]),
-        ("/api/v1/users", &["get"]),
-        ("/api/v1/users/me", &["get"]),
-        ("/api/v1/users/{id}", &["get", "patch"]),
-        ("/api/v1/todos", &["get", "post"]),
-        ("/api/v1/todos/{id}", &["get", "patch", "delete"]),
-        ("/api/v1/audit-events", &["get"]),
-    ] {
-        for method in methods {
-            let operation = &paths[path][method];
-            assert!(operation.is_object(), "{method} {path} missing");
-            let responses = operation["responses"].as_object().unwrap();
-            for status in ["401", "403", "422", "500"] {
-                let content = &responses[status]["content"]["application/problem+json"];
-                assert!(content.is_object(), "{method} {path} lacks a {status} problem response");
-            }
-        }
-    }
-    let limited = &paths["/api/v1/todos"]["post"]["responses"]["429"]["headers"];
-    assert!(limited["Retry-After"].is_object() && limited["RateLimit"].is_object(), "429 headers undocumented");
-    for schema in ["Todo", "NewTodo", "TodoPatch", "Tenant", "NewTenant", "User", "ProblemDoc", "AuditEvent"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
-    }
     app.stop().await;
 }
 

@@ -7,6 +7,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod contract;
 pub mod proxy;
 
 use std::{net::SocketAddr, time::Duration};
