@@ -23,7 +23,12 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(created) => {
             let list: Vec<String> = created.iter().map(|p| format!("  {}", p.display())).collect();
-            eprintln!("created:\n{}\nnext: cargo test -p palisade-api --test api -- resources::", list.join("\n"));
+            eprintln!(
+                "created:\n{}\nnext:\n  cargo test -p palisade-api --test api -- resources::\n  \
+                 UPDATE_SNAPSHOTS=1 cargo test -p palisade-api --test api -- contract::the_served_document   \
+                 (records the new operations in docs/openapi.json)",
+                list.join("\n")
+            );
             ExitCode::SUCCESS
         }
         Err(message) => {

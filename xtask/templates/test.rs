@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Backend, send, spawn_app};
+use crate::support::{Backend, contract::Contract, send, spawn_app};
 
 const RW: &[&str] = &["{{plural}}:read", "{{plural}}:write"];
 
@@ -14,28 +14,36 @@ on_both_backends!(
     {{plural}}_need_their_scopes_and_valid_bodies,
 );
 
+/// Every response here is also checked against the OpenAPI document the server serves: its
+/// status is documented for the operation and its body validates against the schema.
 async fn a_{{singular}}_goes_through_create_read_list_rename_and_delete(backend: Backend) {
     let Some(app) = spawn_app(backend, |_| {}).await else { return };
     let token = app.token(Some("demo"), "alice", RW);
-    let created = send(&app, Method::POST, "/api/v1/{{path}}", &token, Some(json!({"name": " first "}))).await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let body: Value = created.json().await.unwrap();
-    assert_eq!(body["name"], "first");
-    assert_eq!(location, format!("/api/v1/{{path}}/{}", body["id"].as_str().unwrap()));
+    let document: Value = send(&app, Method::GET, "/api/v1/openapi.json", &token, None).await.json().await.unwrap();
+    let mut contract = Contract::new(document);
+    let mut call = async |method: Method, path: &str, body: Option<Value>| {
+        let response = send(&app, method.clone(), path, &token, body).await;
+        contract.check(&method, path, response).await
+    };
 
-    let read: Value = send(&app, Method::GET, &location, &token, None).await.json().await.unwrap();
-    assert_eq!(read, body);
-    let page: Value = send(&app, Method::GET, "/api/v1/{{path}}?limit=10", &token, None).await.json().await.unwrap();
-    assert_eq!(page["items"], json!([body]));
+    let created = call(Method::POST, "/api/v1/{{path}}", Some(json!({"name": " first "}))).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.body["name"], "first");
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/v1/{{path}}/{}", created.body["id"].as_str().unwrap()));
 
-    let renamed = send(&app, Method::PATCH, &location, &token, Some(json!({"name": "second"}))).await;
-    assert_eq!(renamed.status(), StatusCode::OK);
-    assert_eq!(renamed.json::<Value>().await.unwrap()["name"], "second");
+    assert_eq!(call(Method::GET, &location, None).await.body, created.body);
+    let page = call(Method::GET, "/api/v1/{{path}}?limit=10", None).await;
+    assert_eq!(page.body["items"], json!([created.body]));
 
-    assert_eq!(send(&app, Method::DELETE, &location, &token, None).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(send(&app, Method::GET, &location, &token, None).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(send(&app, Method::DELETE, &location, &token, None).await.status(), StatusCode::NOT_FOUND);
+    let renamed = call(Method::PATCH, &location, Some(json!({"name": "second"}))).await;
+    assert_eq!((renamed.status, &renamed.body["name"]), (StatusCode::OK, &json!("second")));
+    assert_eq!(call(Method::PATCH, &location, Some(json!({"name": ""}))).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert_eq!(call(Method::DELETE, &location, None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(call(Method::GET, &location, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(call(Method::DELETE, &location, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(contract.unchecked_successes().iter().filter(|op| op.contains("/{{path}}")).count(), 0);
 
     let admin = app.token(Some("demo"), "boss", &["tenant:admin"]);
     let audit: Value = send(&app, Method::GET, "/api/v1/audit-events", &admin, None).await.json().await.unwrap();
