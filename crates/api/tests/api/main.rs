@@ -14,6 +14,7 @@ mod configuration_docs;
 mod edges;
 mod foundation;
 mod hardening;
+mod jobs;
 mod observability;
 mod openapi_constraints;
 mod tenancy;
