@@ -103,7 +103,7 @@ async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
 
 /// Deletes audit events created before `cutoff`; returns how many. The server's role may only
 /// append to the audit log, so on PostgreSQL this goes through `palisade_purge_audit_events`
-/// (migrations/postgres/0003_jobs.sql).
+/// (migrations/postgres/0004_jobs.sql).
 pub async fn purge_audit_events(db: &Database, cutoff: OffsetDateTime) -> Result<u64, palisade_store::StoreError> {
     let mut tx = db.begin().await?;
     let purged = match &mut tx {
