@@ -2,8 +2,8 @@
 -- BEGIN IMMEDIATE serialises claims.
 CREATE TABLE jobs (
     id BLOB PRIMARY KEY NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 100),
+    key TEXT NOT NULL UNIQUE CHECK (length(key) BETWEEN 1 AND 500),
     payload TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,

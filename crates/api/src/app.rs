@@ -7,10 +7,7 @@ use palisade_auth::{AuthError, Authenticator};
 use palisade_edge::{Edge, RateLimiter};
 use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, sentry::Sentry, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
-use palisade_tenancy::{
-    RequestMeta, Tenancy, TenancyError, audit,
-    tenants::{self, TenantDirectory},
-};
+use palisade_tenancy::{RequestMeta, Tenancy, TenancyError, tenants::TenantDirectory, write};
 use tokio::net::TcpListener;
 
 use crate::{AppState, Settings, background, middleware, routes};
@@ -204,20 +201,9 @@ fn build_info() -> BuildInfo {
 pub const DEMO_TENANT: &str = "demo";
 
 async fn seed_demo_tenant(db: &Database) -> Result<(), StartupError> {
-    let mut tx = db.begin().await?;
-    match tenants::create(&mut tx, DEMO_TENANT, "Demo").await {
-        Ok(tenant) => {
-            palisade_tenancy::session::bind_tenant(&mut tx, tenant.id).await?;
-            let change = audit::Change {
-                action: "tenant.created",
-                resource_type: "tenant",
-                resource_id: &tenant.id.to_string(),
-            };
-            audit::record(&mut tx, tenant.id, "system", change, &RequestMeta::default()).await?;
-            tx.commit().await?;
-            tracing::info!("created the demo tenant");
-        }
-        Err(TenancyError::SlugTaken(_)) => tx.rollback().await?,
+    match write::create_tenant(db, DEMO_TENANT, "Demo", "system", &RequestMeta::default()).await {
+        Ok(_) => tracing::info!("created the demo tenant"),
+        Err(TenancyError::SlugTaken(_)) => {}
         Err(error) => return Err(error.into()),
     }
     Ok(())

@@ -111,9 +111,8 @@ impl Queue {
         let payload = serde_json::to_string(payload)?;
         let now = self.now();
         let max_attempts = i32::try_from(self.max_attempts).unwrap_or(i32::MAX);
-        let added =
-            on_tx!(tx, |conn| {
-                sqlx::query(
+        let added = on_tx!(tx, |conn| {
+            sqlx::query(
             "INSERT INTO jobs (id, kind, key, payload, status, attempts, max_attempts, run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT (key) DO NOTHING"
         )
@@ -127,8 +126,8 @@ impl Queue {
         .execute(conn)
         .await
         .map(|r| r.rows_affected())
-            })
-            .map_err(|e| self.db.observe(e))?;
+        })
+        .map_err(|e| self.db.observe(e))?;
         Ok(added == 1)
     }
 

@@ -32,7 +32,8 @@ pub struct Change<'a> {
     pub resource_id: &'a str,
 }
 
-pub async fn record(
+/// Only [`crate::write::commit`] calls this: a write is audited where it is committed.
+pub(crate) async fn record(
     tx: &mut Tx,
     tenant_id: Uuid,
     actor: &str,

@@ -13,7 +13,7 @@ use palisade_ops::{Problem, RequestId};
 
 use crate::{
     TenancyConfig, TenancyError, TenantSession,
-    audit::{self, Change},
+    audit::Change,
     resolve::{self, Candidates},
     tenants::{Tenant, TenantDirectory},
     users::{self, User, UserRole},
@@ -68,9 +68,9 @@ impl TenantContext {
         self.auth.require_scope(scopes::TENANT_ADMIN).map_err(Problem::from)
     }
 
-    /// Appends an audit event for a change made in this session, acting as the caller.
-    pub async fn audit(&mut self, change: Change<'_>) -> Result<(), TenancyError> {
-        audit::record(self.session.tx().await?, self.tenant.id, &self.auth.subject, change, &self.meta).await
+    /// Ends a write: commits the session with the audit row for `change`, acting as the caller.
+    pub async fn commit(self, change: Change<'_>) -> Result<(), TenancyError> {
+        self.session.commit(&self.auth.subject, change, &self.meta).await
     }
 }
 
@@ -115,9 +115,8 @@ where
         if created {
             let change =
                 Change { action: "user.provisioned", resource_type: "user", resource_id: &user.id.to_string() };
-            audit::record(setup.tx().await?, tenant.id, &auth.subject, change, &meta).await?;
+            setup.commit(&auth.subject, change, &meta).await?;
         }
-        setup.commit().await?;
         let session = TenantSession::lazy(db.clone(), tenant.id);
         Ok(Self { tenant, auth, user, session, meta })
     }

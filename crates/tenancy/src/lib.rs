@@ -14,6 +14,7 @@ pub mod resolve;
 pub mod session;
 pub mod tenants;
 pub mod users;
+pub mod write;
 
 pub use config::{TenancyConfig, TenantSource};
 pub use context::{RequestMeta, Tenancy, TenantContext};

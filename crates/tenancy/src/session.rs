@@ -4,7 +4,7 @@
 use palisade_store::{Database, Tx, on_tx};
 use uuid::Uuid;
 
-use crate::TenancyError;
+use crate::{RequestMeta, TenancyError, audit::Change, write};
 
 /// A transaction bound to one tenant, begun on first use: a handler's extractors (a slowly
 /// uploaded body, say) finish before any connection or lock is held for it. Dropping the session
@@ -43,12 +43,13 @@ impl TenantSession {
         Ok(self.tx.insert(tx))
     }
 
-    /// Commits what was done; a session never used has nothing to commit.
-    pub async fn commit(self) -> Result<(), TenancyError> {
-        if let Some(tx) = self.tx {
-            tx.commit().await?;
+    /// Commits the session's change with its audit row ([`crate::write::commit`]).
+    pub async fn commit(mut self, actor: &str, change: Change<'_>, meta: &RequestMeta) -> Result<(), TenancyError> {
+        self.tx().await?;
+        match self.tx {
+            Some(tx) => write::commit(tx, self.tenant_id, actor, change, meta).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

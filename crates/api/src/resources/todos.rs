@@ -4,11 +4,12 @@
 //! transaction.
 
 use axum::{
-    Json,
+    Json, Router,
     body::Bytes,
     extract::{Path, Query},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
+    routing,
 };
 use palisade_ops::Problem;
 use palisade_store::{Page, PageRequest, Tx, on_tx};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
+    AppState,
     error::ApiError,
     extract::ValidatedJson,
     idempotency::{self, Replay},
@@ -29,6 +31,13 @@ use crate::{
 pub mod scopes {
     pub const READ: &str = "todos:read";
     pub const WRITE: &str = "todos:write";
+}
+
+/// The resource's routes, relative to `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/todos", routing::get(list).post(create))
+        .route("/todos/{id}", routing::get(get).patch(update).delete(delete))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
@@ -114,7 +123,6 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     }
     let todo = store::create(ctx.session.tx().await?, tenant_id, &new.title, ctx.user.id).await?;
     let id = todo.id.to_string();
-    ctx.audit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     let mut response = with_etag(StatusCode::CREATED, &todo);
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/todos/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -122,7 +130,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
     if let Some(key) = &key {
         idempotency::finish(ctx.session.tx().await?, tenant_id, key, StatusCode::CREATED, &todo, &todo.etag()).await?;
     }
-    ctx.session.commit().await?;
+    ctx.commit(Change { action: "todo.created", resource_type: "todo", resource_id: &id }).await?;
     Ok(response)
 }
 
@@ -163,8 +171,7 @@ pub async fn update(
     let tenant_id = ctx.tenant_id();
     match store::update(ctx.session.tx().await?, tenant_id, id, expected, &changes).await? {
         Conditional::Done(todo) => {
-            ctx.audit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
-            ctx.session.commit().await?;
+            ctx.commit(Change { action: "todo.updated", resource_type: "todo", resource_id: &id.to_string() }).await?;
             Ok(with_etag(StatusCode::OK, &todo))
         }
         Conditional::Stale => Err(conditional::precondition_failed().into()),
@@ -183,8 +190,7 @@ pub async fn delete(mut ctx: TenantContext, Path(id): Path<Uuid>, headers: Heade
     let tenant_id = ctx.tenant_id();
     match store::delete(ctx.session.tx().await?, tenant_id, id, expected).await? {
         Conditional::Done(()) => {
-            ctx.audit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
-            ctx.session.commit().await?;
+            ctx.commit(Change { action: "todo.deleted", resource_type: "todo", resource_id: &id.to_string() }).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         Conditional::Stale => Err(conditional::precondition_failed().into()),

@@ -39,7 +39,7 @@ pub async fn me(auth: AuthContext) -> Json<AuthContext> {
     responses((status = 204, description = "Revoked"), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn revoke(
     State(authenticator): State<Arc<Authenticator>>,
-    mut ctx: TenantContext,
+    ctx: TenantContext,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     // No body, or JSON `null` (the document's optional body, spelled out), names the presented token.
@@ -61,7 +61,6 @@ pub async fn revoke(
     // keyed without one.
     let tenant = ctx.auth.tenant.as_ref().map(|_| ctx.tenant.id.to_string());
     authenticator.revoke(tenant.as_deref(), &jti, expires_at).await.map_err(Problem::from)?;
-    ctx.audit(Change { action: "token.revoked", resource_type: "token", resource_id: &jti }).await?;
-    ctx.session.commit().await?;
+    ctx.commit(Change { action: "token.revoked", resource_type: "token", resource_id: &jti }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

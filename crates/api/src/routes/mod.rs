@@ -30,15 +30,9 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::list))
         .route("/users/me", get(users::me))
         .route("/users/{id}", get(users::get).patch(users::update))
-        .route("/todos", get(crate::resources::todos::list).post(crate::resources::todos::create))
-        .route(
-            "/todos/{id}",
-            get(crate::resources::todos::get)
-                .patch(crate::resources::todos::update)
-                .delete(crate::resources::todos::delete),
-        )
         .route("/audit-events", get(audit::list))
         .route("/openapi.json", get(openapi));
+    let api = crate::resources::merge_resources!(api);
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

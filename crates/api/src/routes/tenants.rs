@@ -11,9 +11,10 @@ use palisade_ops::Problem;
 use palisade_store::Page;
 use palisade_tenancy::{
     RequestMeta, TenantStatus,
-    audit::{self, Change},
+    audit::Change,
     session::bind_tenant,
     tenants::{self, Tenant, is_valid_slug},
+    write,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -63,19 +64,8 @@ pub async fn create(
     ValidatedJson(new): ValidatedJson<NewTenant>,
 ) -> Result<Response, ApiError> {
     require_platform_admin(&auth)?;
-    let mut tx = state.db.begin().await?;
-    let tenant = tenants::create(&mut tx, &new.slug, &new.name).await?;
-    bind_tenant(&mut tx, tenant.id).await?;
+    let tenant = write::create_tenant(&state.db, &new.slug, &new.name, &auth.subject, &meta.0).await?;
     let id = tenant.id.to_string();
-    audit::record(
-        &mut tx,
-        tenant.id,
-        &auth.subject,
-        Change { action: "tenant.created", resource_type: "tenant", resource_id: &id },
-        &meta.0,
-    )
-    .await?;
-    tx.commit().await?;
     state.tenancy.directory.forget(&tenant).await;
     let mut response = (StatusCode::CREATED, Json(&tenant)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tenants/{id}")) {
@@ -156,15 +146,8 @@ async fn set_status(
     };
     bind_tenant(&mut tx, tenant.id).await?;
     let action = if status == TenantStatus::Suspended { "tenant.suspended" } else { "tenant.reactivated" };
-    audit::record(
-        &mut tx,
-        tenant.id,
-        &auth.subject,
-        Change { action, resource_type: "tenant", resource_id: &id.to_string() },
-        &meta.0,
-    )
-    .await?;
-    tx.commit().await?;
+    let change = Change { action, resource_type: "tenant", resource_id: &id.to_string() };
+    write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
     state.tenancy.directory.forget(&tenant).await;
     Ok(Json(tenant))
 }

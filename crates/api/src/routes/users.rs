@@ -64,7 +64,6 @@ pub async fn update(
     let Some(user) = users::set_role(ctx.session.tx().await?, tenant_id, id, change.role).await? else {
         return Err(not_found("user").into());
     };
-    ctx.audit(Change { action: "user.role_changed", resource_type: "user", resource_id: &id.to_string() }).await?;
-    ctx.session.commit().await?;
+    ctx.commit(Change { action: "user.role_changed", resource_type: "user", resource_id: &id.to_string() }).await?;
     Ok(Json(user))
 }

@@ -18,3 +18,8 @@ mod jobs;
 mod observability;
 mod openapi_constraints;
 mod tenancy;
+
+/// One test module per resource, `tests/api/resources/<name>.rs`, declared by the build script.
+mod resources {
+    include!(concat!(env!("OUT_DIR"), "/resource_tests.rs"));
+}

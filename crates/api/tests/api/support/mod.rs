@@ -264,3 +264,26 @@ pub async fn start(settings: Settings, extra: Router<AppState>, backend: Backend
         task: Some(task),
     }
 }
+
+/// Sends `method path` with a bearer token and an optional JSON body.
+pub async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+/// Creates a todo (the example resource) and returns its body.
+pub async fn create_todo(app: &TestApp, token: &str, title: &str) -> serde_json::Value {
+    let response =
+        send(app, reqwest::Method::POST, "/api/v1/todos", token, Some(serde_json::json!({"title": title}))).await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    response.json().await.unwrap()
+}

@@ -1,24 +1,12 @@
 CREATE TABLE users (
     id BLOB PRIMARY KEY NOT NULL,
     tenant_id BLOB NOT NULL REFERENCES tenants (id),
-    subject TEXT NOT NULL,
+    subject TEXT NOT NULL CHECK (length(subject) BETWEEN 1 AND 255),
     role TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'admin')),
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     UNIQUE (tenant_id, subject)
 ) STRICT;
-
-CREATE TABLE todos (
-    id BLOB PRIMARY KEY NOT NULL,
-    tenant_id BLOB NOT NULL REFERENCES tenants (id),
-    title TEXT NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 1,
-    created_by BLOB NOT NULL REFERENCES users (id),
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-) STRICT;
-CREATE INDEX todos_tenant_id_id ON todos (tenant_id, id);
 
 CREATE TABLE audit_events (
     id BLOB PRIMARY KEY NOT NULL,

@@ -33,3 +33,29 @@ CREATE TABLE tenants (
 -- only platform admins reach the write paths.
 GRANT USAGE ON SCHEMA public TO palisade_app;
 GRANT SELECT, INSERT, UPDATE ON tenants TO palisade_app;
+
+-- The one definition of tenant isolation. Every tenant-scoped table is made so by calling this in
+-- the migration that creates it, never by writing the policy out again:
+--   SELECT palisade_tenant_scoped('notes', 'SELECT, INSERT, UPDATE, DELETE');
+-- It enables and forces row-level security (so the owner's own queries are filtered too, when
+-- they run as palisade_app), adds the policy that admits only rows of the tenant named by the
+-- transaction-local setting app.tenant_id, and grants palisade_app exactly the privileges given.
+-- With the setting absent, current_setting(..., true) is NULL, so no row is visible or insertable.
+CREATE FUNCTION palisade_tenant_scoped(tbl regclass, privileges text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF privileges !~ '^(SELECT|INSERT|UPDATE|DELETE)(, (SELECT|INSERT|UPDATE|DELETE))*$' THEN
+        RAISE EXCEPTION 'palisade_tenant_scoped: privileges must be a list like ''SELECT, INSERT'', got %', privileges;
+    END IF;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %s '
+        'USING (tenant_id = nullif(current_setting(''app.tenant_id'', true), '''')::uuid) '
+        'WITH CHECK (tenant_id = nullif(current_setting(''app.tenant_id'', true), '''')::uuid)',
+        tbl
+    );
+    EXECUTE format('GRANT %s ON %s TO palisade_app', privileges, tbl);
+END
+$$;
+REVOKE ALL ON FUNCTION palisade_tenant_scoped(regclass, text) FROM PUBLIC;
