@@ -17,6 +17,7 @@ mod hardening;
 mod jobs;
 mod observability;
 mod openapi_constraints;
+mod outbox;
 mod tenancy;
 
 /// One test module per resource, `tests/api/resources/<name>.rs`, declared by the build script.
