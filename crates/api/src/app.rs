@@ -10,7 +10,7 @@ use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis
 use palisade_tenancy::{RequestMeta, Tenancy, TenancyError, tenants::TenantDirectory, write};
 use tokio::net::TcpListener;
 
-use crate::{AppState, Settings, middleware, routes, state::EdgeCallerLimits};
+use crate::{AppState, Settings, background, middleware, routes, state::EdgeCallerLimits};
 
 /// How often Redis is pinged in the background so `redis_up` is current between probes.
 const REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -40,6 +40,8 @@ pub struct Application {
     state: AppState,
     sentry: Option<Sentry>,
     setup: Arc<DatabaseSetup>,
+    /// The background job runner (docs/jobs.md), unless `jobs.enabled` is off.
+    jobs: Option<palisade_jobs::Runner>,
 }
 
 impl Application {
@@ -99,6 +101,7 @@ impl Application {
                  reach it can mint any token; set PALISADE_ENVIRONMENT=production for a shared deployment"
             );
         }
+        let jobs = settings.jobs.enabled.then(|| background::runner(&db, &settings.jobs, metrics.clone()));
         let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
         let state = AppState {
             settings: Arc::new(settings),
@@ -114,7 +117,7 @@ impl Application {
         };
         let router = assemble(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Self { listener, router, state, sentry, setup })
+        Ok(Self { listener, router, state, sentry, setup, jobs })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -137,18 +140,26 @@ impl Application {
     where
         F: Future<Output = ()> + Send,
     {
-        let Self { listener, router, state, sentry, setup } = self;
+        let Self { listener, router, state, sentry, setup, jobs } = self;
         tracing::info!(addr = %listener.local_addr()?, environment = state.settings.environment.as_str(), "listening");
         let pinger = state.redis.clone().map(|redis| tokio::spawn(keep_redis_up_current(redis)));
         let retrier = tokio::spawn(setup.clone().retry_until_done());
+        let jobs = jobs.map(palisade_jobs::Runner::start);
         let stop = async {
             tokio::select! {
                 () = shutdown => {}
                 () = setup.refused() => {}
             }
+            // Jobs drain alongside the HTTP connections: running ones get jobs.drain_timeout.
+            if let Some(jobs) = &jobs {
+                jobs.begin_drain();
+            }
         };
         let mut result =
             serve(listener, router, &state.settings.server, state.readiness.clone(), state.metrics.clone(), stop).await;
+        if let Some(jobs) = jobs {
+            jobs.drained().await;
+        }
         retrier.abort();
         if let Some(pinger) = pinger {
             pinger.abort();

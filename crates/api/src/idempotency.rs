@@ -18,7 +18,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";
-const RETENTION: Duration = Duration::hours(24);
+/// How long a key is remembered; older keys are swept per tenant on every keyed POST and by the
+/// `cleanup.idempotency_keys` job (crate::background).
+pub const RETENTION: Duration = Duration::hours(24);
 
 /// What to do with a request carrying a key.
 #[derive(Debug)]

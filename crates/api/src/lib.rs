@@ -2,6 +2,7 @@
 //! `build_router` is separate from serving so tests can run the real stack on port 0.
 
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod error;
 pub mod extract;

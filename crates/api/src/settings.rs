@@ -7,6 +7,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use palisade_auth::AuthConfig;
 use palisade_edge::{ClientIpConfig, CompressionConfig, CorsConfig, RateLimitConfig, SecurityHeadersConfig};
+use palisade_jobs::JobsConfig;
 use palisade_ops::{
     ReadinessConfig, ServerConfig,
     sentry::SentryConfig,
@@ -61,6 +62,7 @@ pub struct Settings {
     pub rate_limit: RateLimitConfig,
     pub compression: CompressionConfig,
     pub api_docs: ApiDocsConfig,
+    pub jobs: JobsConfig,
 }
 
 /// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
@@ -191,6 +193,7 @@ impl Settings {
         };
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
+        problems.extend(self.jobs.problems());
         problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());

@@ -14,7 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The route label of a request that matched no route.
@@ -22,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 13] = [
+pub const CONTRACT: [&str; 17] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -36,6 +37,10 @@ pub const CONTRACT: [&str; 13] = [
     "build_info",
     "http_connections_open",
     "http_connections_refused_total",
+    "jobs_queue_depth",
+    "jobs_oldest_age_seconds",
+    "jobs_failures_total",
+    "jobs_dead_letters_total",
 ];
 
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
@@ -65,6 +70,12 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub http_connections_open: IntGauge,
     pub http_connections_refused_total: IntCounter,
+    /// Background jobs (docs/jobs.md): the gauges describe the shared queue, so every instance
+    /// reports the same value.
+    pub jobs_queue_depth: IntGauge,
+    pub jobs_oldest_age_seconds: Gauge,
+    pub jobs_failures_total: IntCounterVec,
+    pub jobs_dead_letters_total: IntCounterVec,
 }
 
 /// Build identity for `build_info`.
@@ -129,6 +140,25 @@ impl Metrics {
                 "http_connections_refused_total",
                 "Client connections refused because server.max_connections were already open.",
             )?,
+            jobs_queue_depth: IntGauge::new(
+                "jobs_queue_depth",
+                "Background jobs waiting to run (due now or scheduled for a retry), over all instances.",
+            )?,
+            jobs_oldest_age_seconds: Gauge::new(
+                "jobs_oldest_age_seconds",
+                "How long the longest-waiting due job has been due; 0 when none is waiting.",
+            )?,
+            jobs_failures_total: IntCounterVec::new(
+                Opts::new("jobs_failures_total", "Failed background job attempts, by job kind."),
+                &["kind"],
+            )?,
+            jobs_dead_letters_total: IntCounterVec::new(
+                Opts::new(
+                    "jobs_dead_letters_total",
+                    "Background jobs given up after their last attempt (dead-lettered), by job kind.",
+                ),
+                &["kind"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -157,6 +187,10 @@ impl Metrics {
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.http_connections_open.clone()))?;
         r.register(Box::new(self.http_connections_refused_total.clone()))?;
+        r.register(Box::new(self.jobs_queue_depth.clone()))?;
+        r.register(Box::new(self.jobs_oldest_age_seconds.clone()))?;
+        r.register(Box::new(self.jobs_failures_total.clone()))?;
+        r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
@@ -242,6 +276,8 @@ mod tests {
         metrics.redis_errors_total.with_label_values(&["ping"]).inc();
         metrics.rate_limit_decisions_total.with_label_values(&["anonymous", "allowed"]).inc();
         metrics.auth_failures_total.with_label_values(&["expired"]).inc();
+        metrics.jobs_failures_total.with_label_values(&["cleanup.audit_events"]).inc();
+        metrics.jobs_dead_letters_total.with_label_values(&["cleanup.audit_events"]).inc();
         let text = metrics.render();
         for name in CONTRACT {
             assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");

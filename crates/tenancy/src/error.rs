@@ -24,6 +24,9 @@ pub enum TenancyError {
     SubjectTooLong,
     #[error("slug {0:?} is already taken")]
     SlugTaken(String),
+    /// An outbox event could not be serialized (a programming error; answered as a 500).
+    #[error("cannot serialize an outbox event: {0}")]
+    Event(String),
     #[error(transparent)]
     Page(#[from] PageError),
     #[error(transparent)]
@@ -69,6 +72,10 @@ impl From<TenancyError> for Problem {
             }
             TenancyError::Store(error) => {
                 tracing::error!(%error, "storage failure");
+                Problem::internal()
+            }
+            TenancyError::Event(error) => {
+                tracing::error!(%error, "outbox event not recorded");
                 Problem::internal()
             }
         }

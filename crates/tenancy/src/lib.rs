@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod outbox;
 pub mod resolve;
 pub mod session;
 pub mod tenants;

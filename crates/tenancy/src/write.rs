@@ -1,7 +1,7 @@
 //! The one way a change to tenant data is committed. Handlers make their change in a transaction
 //! and end it here: the audit row is inserted into that same transaction, exactly once, right
 //! before the commit, so an audit event exists exactly when its change does and no resource
-//! writes (or forgets) its own.
+//! writes (or forgets) its own. The change's outbox event ([`crate::outbox`]) goes in with it.
 
 use palisade_store::{Database, Tx};
 use uuid::Uuid;
@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::{
     RequestMeta, TenancyError,
     audit::{self, Change},
+    outbox,
     session::bind_tenant,
     tenants::{self, Tenant},
 };
@@ -22,6 +23,7 @@ pub async fn commit(
     meta: &RequestMeta,
 ) -> Result<(), TenancyError> {
     audit::record(&mut tx, tenant_id, actor, change, meta).await?;
+    outbox::record(&mut tx, tenant_id, change.action, &outbox::ChangePayload::of(&change, actor)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -15,8 +15,10 @@ mod contract;
 mod edges;
 mod foundation;
 mod hardening;
+mod jobs;
 mod observability;
 mod openapi_constraints;
+mod outbox;
 mod tenancy;
 
 /// One test module per resource, `tests/api/resources/<name>.rs`, declared by the build script.

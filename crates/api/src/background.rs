@@ -1,0 +1,124 @@
+//! The server's background jobs (docs/jobs.md): the handlers and the schedule the job runner of
+//! each instance starts with. New kinds register here. Export expiry joins the cleanups when
+//! exports land: a `cleanup.exports` handler deleting expired export files and rows, scheduled
+//! like the others.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, future::BoxFuture};
+use palisade_jobs::{Backoff, Job, JobFailure, JobsConfig, Queue, Registry, Runner, SystemClock};
+use palisade_ops::Metrics;
+use palisade_store::{Database, Tx, on_tx};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::idempotency;
+
+/// Deletes idempotency keys past their retention, in every tenant.
+pub const PURGE_IDEMPOTENCY_KEYS: &str = "cleanup.idempotency_keys";
+/// Deletes audit events older than `jobs.audit_retention`.
+pub const PURGE_AUDIT_EVENTS: &str = "cleanup.audit_events";
+/// Deletes finished and dead jobs older than `jobs.retain_finished`.
+pub const PURGE_FINISHED_JOBS: &str = "cleanup.finished_jobs";
+
+/// The queue as configured.
+pub fn queue(db: &Database, config: &JobsConfig) -> Queue {
+    let backoff = Backoff { base: config.backoff_base, max: config.backoff_max };
+    Queue::new(db.clone(), Arc::new(SystemClock), backoff, config.max_attempts, config.job_timeout)
+}
+
+/// The runner with every handler and the cleanup schedule; started by [`crate::Application`].
+pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runner {
+    let queue = queue(db, config);
+    let every = config.cleanup_interval;
+    let registry = Registry::default()
+        .handle(PURGE_IDEMPOTENCY_KEYS, with_db(db, |db| async move { purge_idempotency_keys(&db).await.map(drop) }))
+        .handle(
+            PURGE_AUDIT_EVENTS,
+            with_db(db, {
+                let retention = config.audit_retention;
+                move |db| async move { purge_audit_events(&db, before(retention)).await.map(drop) }
+            }),
+        )
+        .handle(PURGE_FINISHED_JOBS, {
+            let (queue, retain) = (queue.clone(), config.retain_finished);
+            move |_job: Job| {
+                let queue = queue.clone();
+                async move { queue.purge_finished(before(retain)).await.map(drop).map_err(JobFailure::from) }.boxed()
+            }
+        })
+        .every(PURGE_IDEMPOTENCY_KEYS, every)
+        .every(PURGE_AUDIT_EVENTS, every)
+        .every(PURGE_FINISHED_JOBS, every);
+    Runner::new(queue, registry, config.clone(), metrics)
+}
+
+/// A handler that needs only the database.
+fn with_db<F, Fut>(db: &Database, work: F) -> impl Fn(Job) -> BoxFuture<'static, Result<(), JobFailure>> + use<F, Fut>
+where
+    F: Fn(Database) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), palisade_store::StoreError>> + Send + 'static,
+{
+    let db = db.clone();
+    move |_job| work(db.clone()).map(|result| result.map_err(JobFailure::from)).boxed()
+}
+
+fn before(age: Duration) -> OffsetDateTime {
+    OffsetDateTime::now_utc() - age
+}
+
+/// Deletes expired idempotency keys tenant by tenant (on PostgreSQL each under its own
+/// `app.tenant_id`, as row-level security requires); returns how many.
+pub async fn purge_idempotency_keys(db: &Database) -> Result<u64, palisade_store::StoreError> {
+    let cutoff = OffsetDateTime::now_utc() - idempotency::RETENTION;
+    let mut tx = db.begin().await?;
+    let tenants: Vec<(Uuid,)> = on_tx!(&mut tx, |conn| sqlx::query_as("SELECT id FROM tenants").fetch_all(conn).await)
+        .map_err(|e| db.observe(e))?;
+    tx.commit().await?;
+    let mut purged = 0;
+    for (tenant,) in tenants {
+        let mut tx = db.begin().await?;
+        bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
+        purged += on_tx!(&mut tx, |conn| sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND created_at < $2"
+        )
+        .bind(tenant)
+        .bind(cutoff)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| db.observe(e))?;
+        tx.commit().await?;
+    }
+    Ok(purged)
+}
+
+/// `app.tenant_id` for the rest of the transaction (PostgreSQL; SQLite has no row-level security).
+async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
+    if let Tx::Postgres(tx) = tx {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Deletes audit events created before `cutoff`; returns how many. The server's role may only
+/// append to the audit log, so on PostgreSQL this goes through `palisade_purge_audit_events`
+/// (migrations/postgres/0004_jobs.sql).
+pub async fn purge_audit_events(db: &Database, cutoff: OffsetDateTime) -> Result<u64, palisade_store::StoreError> {
+    let mut tx = db.begin().await?;
+    let purged = match &mut tx {
+        Tx::Postgres(conn) => sqlx::query_scalar::<_, i64>("SELECT palisade_purge_audit_events($1)")
+            .bind(cutoff)
+            .fetch_one(&mut **conn)
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0)),
+        Tx::Sqlite(conn) => sqlx::query("DELETE FROM audit_events WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(&mut **conn)
+            .await
+            .map(|r| r.rows_affected()),
+    }
+    .map_err(|e| db.observe(e))?;
+    tx.commit().await?;
+    Ok(purged)
+}
