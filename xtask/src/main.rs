@@ -26,7 +26,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "created:\n{}\nnext:\n  cargo test -p palisade-api --test api -- resources::\n  \
                  UPDATE_SNAPSHOTS=1 cargo test -p palisade-api --test api -- contract::the_served_document   \
-                 (records the new operations in docs/openapi.json)",
+                 (records the new operations in docs/openapi.json)\n  \
+                 npx openapi-typescript docs/openapi.json -o clients/typescript/api.d.ts",
                 list.join("\n")
             );
             ExitCode::SUCCESS

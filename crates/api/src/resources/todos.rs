@@ -99,7 +99,7 @@ fn with_etag(status: StatusCode, todo: &Todo) -> Response {
 }
 
 /// List the tenant's todos, oldest first.
-#[utoipa::path(get, path = "/todos", tag = "todos", params(ListQuery),
+#[utoipa::path(get, path = "/todos", operation_id = "list_todos", tag = "todos", params(ListQuery),
     responses((status = 200, body = Page<Todo>), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Result<Json<Page<Todo>>, ApiError> {
@@ -110,7 +110,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<ListQuery>) -> Res
 }
 
 /// Create a todo. With `Idempotency-Key`, a retry with the same body replays the first answer.
-#[utoipa::path(post, path = "/todos", tag = "todos", request_body = NewTodo,
+#[utoipa::path(post, path = "/todos", operation_id = "create_todo", tag = "todos", request_body = NewTodo,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$",
         description = "Makes retries safe: same key and body replay the first response (1 to 255 visible ASCII characters)")),
     responses((status = 201, body = Todo, headers(("ETag" = String), ("Location" = String))), crate::openapi::ErrorResponses),
@@ -140,7 +140,7 @@ pub async fn create(mut ctx: TenantContext, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// Fetch one todo.
-#[utoipa::path(get, path = "/todos/{id}", tag = "todos", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/todos/{id}", operation_id = "get_todo", tag = "todos", params(("id" = Uuid, Path)),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:read"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
@@ -153,7 +153,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Respons
 }
 
 /// Change a todo. Send `If-Match` with the ETag you read to avoid overwriting someone else's change.
-#[utoipa::path(patch, path = "/todos/{id}", tag = "todos", request_body = TodoPatch,
+#[utoipa::path(patch, path = "/todos/{id}", operation_id = "update_todo", tag = "todos", request_body = TodoPatch,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 200, body = Todo, headers(("ETag" = String))), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]
@@ -185,7 +185,7 @@ pub async fn update(
 }
 
 /// Delete a todo (`If-Match` honoured).
-#[utoipa::path(delete, path = "/todos/{id}", tag = "todos",
+#[utoipa::path(delete, path = "/todos/{id}", operation_id = "delete_todo", tag = "todos",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 204, description = "Deleted"), crate::openapi::ErrorResponses),
     security(("bearer" = ["todos:write"])))]

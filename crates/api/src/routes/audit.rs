@@ -13,7 +13,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The tenant's audit events, newest first.
-#[utoipa::path(get, path = "/audit-events", tag = "audit", params(PageParams),
+#[utoipa::path(get, path = "/audit-events", operation_id = "list_audit_events", tag = "audit", params(PageParams),
     responses((status = 200, body = Page<audit::AuditEvent>), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn list(

@@ -33,14 +33,14 @@ pub struct RevokeRequest {
 const REVOKE_BY_JTI_FOR: time::Duration = time::Duration::days(1);
 
 /// The caller's identity as the token states it.
-#[utoipa::path(get, path = "/auth/me", tag = "auth",
+#[utoipa::path(get, path = "/auth/me", operation_id = "get_auth_me", tag = "auth",
     responses((status = 200, body = AuthContext), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn me(auth: AuthContext) -> Json<AuthContext> {
     Json(auth)
 }
 
 /// Revoke the presented token (no body, or `null`) or, as a tenant admin, another token of the tenant by `jti`.
-#[utoipa::path(post, path = "/auth/revoke", tag = "auth", request_body(content = Option<RevokeRequest>),
+#[utoipa::path(post, path = "/auth/revoke", operation_id = "revoke_token", tag = "auth", request_body(content = Option<RevokeRequest>),
     responses((status = 204, description = "Revoked"), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn revoke(
     State(authenticator): State<Arc<Authenticator>>,

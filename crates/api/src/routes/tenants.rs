@@ -63,7 +63,7 @@ fn require_platform_admin(auth: &AuthContext) -> Result<(), ApiError> {
 }
 
 /// Create a tenant.
-#[utoipa::path(post, path = "/tenants", tag = "tenants", request_body = NewTenant,
+#[utoipa::path(post, path = "/tenants", operation_id = "create_tenant", tag = "tenants", request_body = NewTenant,
     responses((status = 201, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn create(
@@ -84,7 +84,7 @@ pub async fn create(
 }
 
 /// List tenants.
-#[utoipa::path(get, path = "/tenants", tag = "tenants", params(PageParams),
+#[utoipa::path(get, path = "/tenants", operation_id = "list_tenants", tag = "tenants", params(PageParams),
     responses((status = 200, body = Page<Tenant>), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn list(
@@ -100,7 +100,7 @@ pub async fn list(
 }
 
 /// Fetch a tenant.
-#[utoipa::path(get, path = "/tenants/{id}", tag = "tenants", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/tenants/{id}", operation_id = "get_tenant", tag = "tenants", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn get(
@@ -116,7 +116,7 @@ pub async fn get(
 }
 
 /// Suspend a tenant: its users get 403 until it is reactivated.
-#[utoipa::path(post, path = "/tenants/{id}/suspend", tag = "tenants", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/tenants/{id}/suspend", operation_id = "suspend_tenant", tag = "tenants", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn suspend(
@@ -129,7 +129,7 @@ pub async fn suspend(
 }
 
 /// Reactivate a suspended tenant.
-#[utoipa::path(post, path = "/tenants/{id}/reactivate", tag = "tenants", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/tenants/{id}/reactivate", operation_id = "reactivate_tenant", tag = "tenants", params(("id" = Uuid, Path)),
     responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
     security(("bearer" = ["platform:admin"])))]
 pub async fn reactivate(

@@ -30,14 +30,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The caller, as a user of the tenant.
-#[utoipa::path(get, path = "/users/me", tag = "users",
+#[utoipa::path(get, path = "/users/me", operation_id = "get_current_user", tag = "users",
     responses((status = 200, body = User), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn me(ctx: TenantContext) -> Json<User> {
     Json(ctx.user)
 }
 
 /// List the tenant's users.
-#[utoipa::path(get, path = "/users", tag = "users", params(PageParams),
+#[utoipa::path(get, path = "/users", operation_id = "list_users", tag = "users", params(PageParams),
     responses((status = 200, body = Page<User>), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn list(mut ctx: TenantContext, Query(query): Query<PageParams>) -> Result<Json<Page<User>>, ApiError> {
@@ -47,7 +47,7 @@ pub async fn list(mut ctx: TenantContext, Query(query): Query<PageParams>) -> Re
 }
 
 /// Fetch one user of the tenant.
-#[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/users/{id}", operation_id = "get_user", tag = "users", params(("id" = Uuid, Path)),
     responses((status = 200, body = User), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<User>, ApiError> {
@@ -57,7 +57,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<Us
 }
 
 /// Change a user's role.
-#[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = RoleChange,
+#[utoipa::path(patch, path = "/users/{id}", operation_id = "update_user_role", tag = "users", params(("id" = Uuid, Path)), request_body = RoleChange,
     responses((status = 200, body = User), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn update(

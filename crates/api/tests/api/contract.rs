@@ -38,6 +38,13 @@ async fn the_document_lists_exactly_the_operations_the_router_serves(backend: Ba
     let doc = document(&app).await;
     let operations = Contract::operations(&doc);
     assert!(operations.len() >= 17, "the document lists {} operations", operations.len());
+    let mut ids: Vec<&str> = operations
+        .iter()
+        .map(|(method, path)| doc["paths"][path][method.to_lowercase()]["operationId"].as_str().expect("operationId"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), operations.len(), "operationIds must be unique (generated clients name methods by them)");
     let mut contract = Contract::new(doc.clone());
     for (method, template) in &operations {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
