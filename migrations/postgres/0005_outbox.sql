@@ -1,7 +1,8 @@
 -- The transactional outbox (docs/adr/0007-events-out-outbox-and-job-queue.md): every committed
 -- write of tenant data has exactly one event here, inserted in the write's own transaction next to
 -- its audit row (crates/tenancy/src/write.rs). The relay that turns events into webhook deliveries
--- reads it; until it lands the server only appends.
+-- reads it; until it lands the server appends, and events older than jobs.outbox_retention are
+-- deleted by the cleanup.outbox_events job.
 CREATE TABLE outbox_events (
     id uuid PRIMARY KEY,
     tenant_id uuid NOT NULL REFERENCES tenants (id),
@@ -14,3 +15,25 @@ CREATE TABLE outbox_events (
 );
 CREATE INDEX outbox_events_tenant_id_id ON outbox_events (tenant_id, id);
 SELECT palisade_tenant_scoped('outbox_events', 'SELECT, INSERT');
+
+-- Outbox retention (jobs.outbox_retention): the server may only append, so old events are
+-- deleted through this one function, run as the owner, tenant by tenant like the audit purge.
+CREATE FUNCTION palisade_purge_outbox_events(older_than timestamptz) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    purged bigint := 0;
+    deleted bigint;
+    tenant uuid;
+BEGIN
+    FOR tenant IN SELECT id FROM tenants LOOP
+        PERFORM set_config('app.tenant_id', tenant::text, true);
+        DELETE FROM outbox_events WHERE tenant_id = tenant AND created_at < older_than;
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+        purged := purged + deleted;
+    END LOOP;
+    PERFORM set_config('app.tenant_id', '', true);
+    RETURN purged;
+END
+$$;
+REVOKE ALL ON FUNCTION palisade_purge_outbox_events(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION palisade_purge_outbox_events(timestamptz) TO palisade_app;

@@ -18,6 +18,8 @@ use crate::idempotency;
 pub const PURGE_IDEMPOTENCY_KEYS: &str = "cleanup.idempotency_keys";
 /// Deletes audit events older than `jobs.audit_retention`.
 pub const PURGE_AUDIT_EVENTS: &str = "cleanup.audit_events";
+/// Deletes outbox events older than `jobs.outbox_retention`.
+pub const PURGE_OUTBOX_EVENTS: &str = "cleanup.outbox_events";
 /// Deletes finished and dead jobs older than `jobs.retain_finished`.
 pub const PURGE_FINISHED_JOBS: &str = "cleanup.finished_jobs";
 
@@ -37,7 +39,14 @@ pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runn
             PURGE_AUDIT_EVENTS,
             with_db(db, {
                 let retention = config.audit_retention;
-                move |db| async move { purge_audit_events(&db, before(retention)).await.map(drop) }
+                move |db| async move { purge_log(&db, Log::Audit, before(retention)).await.map(drop) }
+            }),
+        )
+        .handle(
+            PURGE_OUTBOX_EVENTS,
+            with_db(db, {
+                let retention = config.outbox_retention;
+                move |db| async move { purge_log(&db, Log::Outbox, before(retention)).await.map(drop) }
             }),
         )
         .handle(PURGE_FINISHED_JOBS, {
@@ -49,6 +58,7 @@ pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runn
         })
         .every(PURGE_IDEMPOTENCY_KEYS, every)
         .every(PURGE_AUDIT_EVENTS, every)
+        .every(PURGE_OUTBOX_EVENTS, every)
         .every(PURGE_FINISHED_JOBS, every);
     Runner::new(queue, registry, config.clone(), metrics)
 }
@@ -101,22 +111,30 @@ async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Deletes audit events created before `cutoff`; returns how many. The server's role may only
-/// append to the audit log, so on PostgreSQL this goes through `palisade_purge_audit_events`
-/// (migrations/postgres/0004_jobs.sql).
-pub async fn purge_audit_events(db: &Database, cutoff: OffsetDateTime) -> Result<u64, palisade_store::StoreError> {
+/// The append-only, tenant-scoped logs with a retention period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Log {
+    Audit,
+    Outbox,
+}
+
+/// Deletes the `log`'s rows created before `cutoff`; returns how many. The server's role may only
+/// append to these tables, so on PostgreSQL this goes through the owner's purge function
+/// (`palisade_purge_audit_events` in migrations/postgres/0004_jobs.sql,
+/// `palisade_purge_outbox_events` in 0005_outbox.sql).
+pub async fn purge_log(db: &Database, log: Log, cutoff: OffsetDateTime) -> Result<u64, palisade_store::StoreError> {
+    let (function, delete) = match log {
+        Log::Audit => ("SELECT palisade_purge_audit_events($1)", "DELETE FROM audit_events WHERE created_at < $1"),
+        Log::Outbox => ("SELECT palisade_purge_outbox_events($1)", "DELETE FROM outbox_events WHERE created_at < $1"),
+    };
     let mut tx = db.begin().await?;
     let purged = match &mut tx {
-        Tx::Postgres(conn) => sqlx::query_scalar::<_, i64>("SELECT palisade_purge_audit_events($1)")
+        Tx::Postgres(conn) => sqlx::query_scalar::<_, i64>(function)
             .bind(cutoff)
             .fetch_one(&mut **conn)
             .await
             .map(|n| u64::try_from(n).unwrap_or(0)),
-        Tx::Sqlite(conn) => sqlx::query("DELETE FROM audit_events WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&mut **conn)
-            .await
-            .map(|r| r.rows_affected()),
+        Tx::Sqlite(conn) => sqlx::query(delete).bind(cutoff).execute(&mut **conn).await.map(|r| r.rows_affected()),
     }
     .map_err(|e| db.observe(e))?;
     tx.commit().await?;

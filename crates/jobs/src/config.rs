@@ -40,6 +40,10 @@ pub struct JobsConfig {
     /// Audit events older than this are deleted by the audit retention job.
     #[serde(with = "humantime_serde")]
     pub audit_retention: Duration,
+    /// Outbox events older than this are deleted, delivered or not (a relay, once there, delivers
+    /// long before): the table must not grow without bound.
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
 }
 
 impl Default for JobsConfig {
@@ -57,6 +61,7 @@ impl Default for JobsConfig {
             cleanup_interval: Duration::from_secs(3600),
             // One year of 365.25 days, which humantime writes as `1year`.
             audit_retention: Duration::from_secs(31_557_600),
+            outbox_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use palisade_api::background;
+use palisade_api::background::{self, Log};
 use palisade_store::{Database, on_tx};
 use palisade_tenancy::session::bind_tenant;
 use time::OffsetDateTime;
@@ -28,10 +28,14 @@ async fn job_statuses(db: &Database) -> Vec<(String, String)> {
 
 async fn the_server_runs_each_scheduled_cleanup_to_completion(backend: Backend) {
     let Some(app) = spawn_app(backend, |s| s.jobs.poll_interval = Duration::from_millis(50)).await else { return };
-    let expected: Vec<(String, String)> =
-        [background::PURGE_AUDIT_EVENTS, background::PURGE_FINISHED_JOBS, background::PURGE_IDEMPOTENCY_KEYS]
-            .map(|kind| (kind.to_owned(), "done".to_owned()))
-            .to_vec();
+    let expected: Vec<(String, String)> = [
+        background::PURGE_AUDIT_EVENTS,
+        background::PURGE_FINISHED_JOBS,
+        background::PURGE_IDEMPOTENCY_KEYS,
+        background::PURGE_OUTBOX_EVENTS,
+    ]
+    .map(|kind| (kind.to_owned(), "done".to_owned()))
+    .to_vec();
     let mut seen = Vec::new();
     for _ in 0..200 {
         seen = job_statuses(&app.state.db).await;
@@ -70,11 +74,27 @@ async fn insert_aged(db: &Database, tenant: Uuid, key: &str, at: OffsetDateTime)
     .await
     .map(drop))
     .expect("audit event");
+    on_tx!(&mut tx, |conn| sqlx::query(
+        "INSERT INTO outbox_events (id, tenant_id, event_type, payload_version, payload, created_at) \
+         VALUES ($1, $2, 'todo.created', 1, $3, $4)"
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(key)
+    .bind(at)
+    .execute(conn)
+    .await
+    .map(drop))
+    .expect("outbox event");
     tx.commit().await.expect("commit");
 }
 
 async fn remaining(db: &Database, tenant: Uuid, table: &str) -> Vec<String> {
-    let column = if table == "audit_events" { "resource_id" } else { "key" };
+    let column = match table {
+        "audit_events" => "resource_id",
+        "outbox_events" => "payload",
+        _ => "key",
+    };
     let sql = format!("SELECT {column} FROM {table} WHERE tenant_id = $1 AND {column} LIKE 'aged-%' ORDER BY 1");
     let mut tx = db.begin().await.expect("begin");
     bind_tenant(&mut tx, tenant).await.expect("bind");
@@ -99,10 +119,13 @@ async fn the_cleanups_delete_what_has_expired_and_nothing_else(backend: Backend)
         insert_aged(db, *tenant, "aged-recent", now - time::Duration::hours(23)).await;
     }
     assert_eq!(background::purge_idempotency_keys(db).await.expect("purge keys"), 2);
-    assert_eq!(background::purge_audit_events(db, now - time::Duration::days(30)).await.expect("purge audit"), 2);
+    let cutoff = now - time::Duration::days(30);
+    assert_eq!(background::purge_log(db, Log::Audit, cutoff).await.expect("purge audit"), 2);
+    assert_eq!(background::purge_log(db, Log::Outbox, cutoff).await.expect("purge outbox"), 2);
     for tenant in tenants {
         assert_eq!(remaining(db, tenant, "idempotency_keys").await, ["aged-recent"]);
         assert_eq!(remaining(db, tenant, "audit_events").await, ["aged-recent"]);
+        assert_eq!(remaining(db, tenant, "outbox_events").await, ["aged-recent"]);
     }
     app.stop().await;
 }
