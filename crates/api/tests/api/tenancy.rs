@@ -347,30 +347,69 @@ async fn every_write_appends_an_audit_event_visible_to_tenant_admins_newest_firs
     app.stop().await;
 }
 
+/// Makes every `UPDATE` of `idempotency_keys` fail: the last step of an idempotent POST, after the
+/// todo and its audit event were inserted in the request's transaction.
+async fn fail_idempotency_finish(app: &TestApp, fail: bool) {
+    use sqlx::{Connection, Executor};
+    let (sqlite, postgres) = if fail {
+        (
+            "CREATE TRIGGER fail_finish BEFORE UPDATE ON idempotency_keys \
+             BEGIN SELECT RAISE(ABORT, 'injected failure after the audit insert'); END",
+            "CREATE FUNCTION fail_finish() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure after the audit insert'; END $$; \
+             CREATE TRIGGER fail_finish BEFORE UPDATE ON idempotency_keys \
+             FOR EACH ROW EXECUTE FUNCTION fail_finish()",
+        )
+    } else {
+        ("DROP TRIGGER fail_finish", "DROP TRIGGER fail_finish ON idempotency_keys; DROP FUNCTION fail_finish()")
+    };
+    match app.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.database.url).await.unwrap();
+            conn.execute(sqlite).await.unwrap();
+        }
+        Backend::Postgres => {
+            let owner = app.database.admin_url.as_deref().expect("the owner's url");
+            let mut conn = sqlx::PgConnection::connect(owner).await.unwrap();
+            conn.execute(postgres).await.unwrap();
+        }
+    }
+}
+
+/// The claim: a write and its audit event commit together or not at all. The write here fails
+/// after the audit insert (the idempotency record is the last statement of a POST with a key), so
+/// neither the todo, nor its event, nor the key may survive; the retry then succeeds once.
 async fn an_audit_event_is_rolled_back_with_its_transaction(backend: Backend) {
     let Some(app) = spawn_app(backend, |_| {}).await else { return };
-    let tenant = app.create_tenant("rollback").await;
-    let tenant_id: uuid::Uuid = tenant["id"].as_str().unwrap().parse().unwrap();
-    let admin = app.token(Some("rollback"), "boss", &["tenant:admin", "todos:read"]);
-    let before = audit_actions(&app, &admin).await.len();
-    let mut session = palisade_tenancy::TenantSession::begin(&app.state.db, tenant_id).await.unwrap();
-    let change = palisade_tenancy::audit::Change { action: "todo.created", resource_type: "todo", resource_id: "x" };
-    palisade_tenancy::audit::record(session.tx().await.unwrap(), tenant_id, "ghost", change, &Default::default())
-        .await
-        .unwrap();
-    drop(session);
-    assert_eq!(audit_actions(&app, &admin).await.len(), before, "an uncommitted audit event must vanish");
-    let stale = app
-        .client
-        .delete(app.url(&format!("/api/v1/todos/{}", uuid::Uuid::now_v7())))
-        .bearer_auth(app.token(Some("rollback"), "boss", RW))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), StatusCode::NOT_FOUND);
-    let actions: Vec<String> =
-        audit_actions(&app, &admin).await.iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
-    assert!(!actions.iter().any(|a| a == "todo.deleted"), "a failed write leaves no event: {actions:?}");
+    app.create_tenant("rollback").await;
+    let token = app.token(Some("rollback"), "alice", RW);
+    let admin = app.token(Some("rollback"), "boss", &["tenant:admin"]);
+    let created_events = |events: Vec<Value>| events.iter().filter(|e| e["action"] == "todo.created").count();
+    let todos = || async {
+        let list: Value = send(&app, Method::GET, "/api/v1/todos", &token, None).await.json().await.unwrap();
+        list["items"].as_array().unwrap().len()
+    };
+    let post = || {
+        app.client
+            .post(app.url("/api/v1/todos"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "once")
+            .json(&json!({"title": "ghost"}))
+            .send()
+    };
+
+    fail_idempotency_finish(&app, true).await;
+    let failed = post().await.unwrap();
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR, "the injected failure reached the client");
+    assert_eq!(todos().await, 0, "the todo of a failed write survived");
+    assert_eq!(created_events(audit_actions(&app, &admin).await), 0, "the audit event of a failed write survived");
+
+    fail_idempotency_finish(&app, false).await;
+    let retried = post().await.unwrap();
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    assert!(retried.headers().get("idempotent-replayed").is_none(), "the failed attempt's key survived");
+    assert_eq!(todos().await, 1);
+    assert_eq!(created_events(audit_actions(&app, &admin).await), 1);
     app.stop().await;
 }
 
