@@ -31,7 +31,7 @@ lint:
 validate:
     bash .ci/run validate
 
-# k6 smoke test, schemathesis, live /metrics, the production-mode issuer smoke (CI's smoke group).
+# k6 smoke test, schemathesis, live /metrics, benchmark and resilience smoke (CI's smoke group).
 smoke:
     bash .ci/run smoke
 
