@@ -6,8 +6,8 @@
 #
 #   bash .ci/schemathesis.sh [sqlite|postgres|all]      (default: all)
 #
-# For each backend it starts the real server (target/debug/palisade) on a free loopback port in
-# development mode with rate limits off, on its own fresh database: a new SQLite file, or a new
+# For each backend it starts the real server (target/debug/palisade, with .ci/lib/server.sh) on a
+# free loopback port in development mode with rate limits off, on its own fresh database: a new SQLite file, or a new
 # PostgreSQL database migrated by the admin (the owner) and served through a non-owner login role,
 # with its own Redis key prefix. It mints development tokens with `palisade token`, creates a
 # tenant and a few todos, then runs schemathesis three times: as a tenant admin over every
@@ -31,8 +31,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 backends="${1:-all}"
-bin="${PALISADE_BIN:-$repo/target/debug/palisade}"
-[[ "$bin" == /* ]] || bin="$repo/$bin"
+# shellcheck source-path=SCRIPTDIR source=lib/server.sh
+source "$repo/.ci/lib/server.sh"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
 report_dir="${SCHEMATHESIS_REPORT_DIR:-$repo/target/schemathesis}"
 baseline="$repo/.ci/schemathesis-baseline.json"
@@ -44,22 +44,14 @@ die() {
 
 command -v schemathesis >/dev/null 2>&1 ||
 	die "schemathesis is not installed: pip install -r .ci/requirements.txt (in a venv; .ci/run does this)"
-if [ ! -x "$bin" ]; then
+if [ ! -x "$PALISADE_BIN" ]; then
 	echo "schemathesis.sh: building the server"
 	nice -n 10 cargo build --locked -p palisade-api
 fi
 mkdir -p "$report_dir"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/palisade-schemathesis.XXXXXX")"
-server_pid=""
 database=""
-stop_server() {
-	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-		kill -TERM "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
-	server_pid=""
-}
 drop_database() {
 	if [ -n "$database" ]; then
 		psql "$PALISADE_TEST_DATABASE_URL" -X -q -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null 2>&1 || true
@@ -67,7 +59,7 @@ drop_database() {
 	database=""
 }
 cleanup() {
-	stop_server
+	server_stop_all
 	drop_database
 	rm -rf "$workdir"
 }
@@ -99,21 +91,6 @@ call() {
 		with urllib.request.urlopen(request, timeout=10) as response:
 		    print(response.read().decode())
 	EOF
-}
-
-start_server() {
-	local port deadline
-	port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-	base_url="http://127.0.0.1:$port"
-	export PALISADE_SERVER__ADDR="127.0.0.1:$port"
-	(cd "$workdir" && exec "$bin" serve) >"$workdir/server-$1.log" 2>&1 &
-	server_pid=$!
-	deadline=$((SECONDS + 30))
-	until (cd "$workdir" && "$bin" healthcheck --url "$base_url/health") >/dev/null 2>&1; do
-		kill -0 "$server_pid" 2>/dev/null || { tail -n 40 "$workdir/server-$1.log" >&2; die "the server exited during startup"; }
-		[ "$SECONDS" -lt "$deadline" ] || die "/health did not answer within 30s"
-		sleep 0.2
-	done
 }
 
 # run_schemathesis NAME TOKEN FILTER...: one schemathesis run; its exit status.
@@ -155,14 +132,13 @@ run_schemathesis() {
 run_backend() {
 	local backend=$1 status=0 platform tenant slug
 	export PALISADE_ENVIRONMENT=development
-	export PALISADE_RATE_LIMIT__ENABLED=false
 	unset DATABASE_URL REDIS_URL
 	if [ "$backend" = postgres ]; then
 		[ -n "${PALISADE_TEST_DATABASE_URL:-}" ] && [ -n "${PALISADE_TEST_REDIS_URL:-}" ] ||
 			die "the postgres backend needs PALISADE_TEST_DATABASE_URL and PALISADE_TEST_REDIS_URL"
 		database="palisade_st_$(python3 -c 'import uuid; print(uuid.uuid4().hex)')"
 		psql "$PALISADE_TEST_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $database" >/dev/null
-		DATABASE_URL="$(with_database "$PALISADE_TEST_DATABASE_URL" "$database")" "$bin" migrate
+		DATABASE_URL="$(with_database "$PALISADE_TEST_DATABASE_URL" "$database")" "$PALISADE_BIN" migrate
 		# The server connects as a non-owner login role, as in production (row-level security).
 		psql "$(with_database "$PALISADE_TEST_DATABASE_URL" "$database")" -X -q -v ON_ERROR_STOP=1 <<-'EOF' >/dev/null
 			DO $$ BEGIN CREATE ROLE palisade_schemathesis LOGIN IN ROLE palisade_app;
@@ -176,13 +152,14 @@ run_backend() {
 		export PALISADE_DATABASE__AUTO_MIGRATE=false
 		export PALISADE_REDIS__KEY_PREFIX="schemathesis-$database"
 	fi
-	start_server "$backend"
+	server_start "$workdir/$backend" PALISADE_RATE_LIMIT__ENABLED=false || die "the $backend server did not start"
+	base_url="$SERVER_URL"
 	echo "schemathesis.sh: $backend server on $base_url"
 
 	slug="schemathesis"
-	platform="$(cd "$workdir" && "$bin" token --sub schemathesis-operator --scopes platform:admin)"
+	platform="$(server_run token --sub schemathesis-operator --scopes platform:admin)"
 	call POST /api/v1/tenants "$platform" "{\"slug\":\"$slug\",\"name\":\"Schemathesis\"}" >/dev/null
-	tenant="$(cd "$workdir" && "$bin" token --tenant "$slug" --sub schemathesis --scopes todos:read,todos:write,tenant:admin)"
+	tenant="$(server_run token --tenant "$slug" --sub schemathesis --scopes todos:read,todos:write,tenant:admin)"
 	for title in "first todo" "second todo" "third todo"; do
 		call POST /api/v1/todos "$tenant" "{\"title\":\"$title\"}" >/dev/null
 	done
@@ -193,9 +170,8 @@ run_backend() {
 	# Last: revoking may revoke the calling token, and every later call would then get 401.
 	run_schemathesis "$backend-revoke" "$tenant" --include-path-regex '^/api/v1/auth/revoke' || status=1
 
-	stop_server
+	server_stop || true
 	drop_database
-	rm -f "$workdir"/*.db "$workdir"/data/* 2>/dev/null || true
 	unset DATABASE_URL REDIS_URL PALISADE_REDIS__KEY_PREFIX PALISADE_DATABASE__AUTO_MIGRATE
 	return "$status"
 }

@@ -8,6 +8,8 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 
 : "${PALISADE_BIN:=$ROOT/target/release/palisade}"
+# shellcheck source-path=SCRIPTDIR source=../.ci/lib/server.sh
+source "$ROOT/.ci/lib/server.sh"
 : "${BARE_AXUM_BIN:=$ROOT/target/release/bare-axum}"
 : "${BENCH_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/palisade-bench}"
 : "${PG_URL:=postgres://postgres@127.0.0.1:5432}"
@@ -72,10 +74,6 @@ next_id() {
     NEXT_ID="pb$$_$SEQ"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # wait_http URL PID LOG: until URL answers 2xx, or fail with the end of LOG if PID died.
 wait_http() {
     local url="$1" pid="$2" logfile="$3" i
@@ -102,22 +100,15 @@ new_pg_db() {
 }
 
 # start_palisade NAME [VAR=VALUE ...]: a release palisade on a free port, pinned to the server
-# CPU, in its own directory. Sets SERVER_PID, SERVER_URL, SERVER_DIR and SERVER_ENV.
+# CPU, in its own directory (.ci/lib/server.sh's server_start; PALISADE_BIN may be changed per
+# call). Sets SERVER_PID, SERVER_URL, SERVER_DIR and SERVER_ENV.
 start_palisade() {
     local name="$1"
     shift
-    SERVER_DIR="$WORK/$name"
-    mkdir -p "$SERVER_DIR"
-    local port
-    port="$(free_port)"
-    SERVER_ENV=(PALISADE_ENVIRONMENT=development "PALISADE_SERVER__ADDR=127.0.0.1:$port"
-        PALISADE_DATABASE__AUTO_MIGRATE=true "$@")
-    (cd "$SERVER_DIR" && exec env "${SERVER_ENV[@]}" "${SERVER_PIN[@]}" "$PALISADE_BIN" serve) \
-        >"$SERVER_DIR/server.log" 2>&1 &
-    SERVER_PID=$!
+    SERVER_PREFIX=("${SERVER_PIN[@]}")
+    SERVER_STARTUP_TIMEOUT=60 server_start "$WORK/$name" PALISADE_DATABASE__AUTO_MIGRATE=true "$@" ||
+        die "palisade ($name) did not start"
     STARTED_PIDS+=("$SERVER_PID")
-    SERVER_URL="http://127.0.0.1:$port"
-    wait_http "$SERVER_URL/health" "$SERVER_PID" "$SERVER_DIR/server.log"
 }
 
 # Environment for palisade on SQLite in SERVER_DIR-to-be (call before start_palisade).
@@ -141,8 +132,7 @@ stop_pid() {
 
 # A development token for the demo tenant, minted with the running server's environment.
 palisade_token() {
-    (cd "$SERVER_DIR" && env "${SERVER_ENV[@]}" "$PALISADE_BIN" token --tenant demo --sub bench \
-        --scopes todos:read,todos:write)
+    server_run token --tenant demo --sub bench --scopes todos:read,todos:write
 }
 
 # seed_todos URL TOKEN COUNT: creates COUNT todos through the API; prints the first id.

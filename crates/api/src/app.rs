@@ -115,7 +115,7 @@ impl Application {
             rate_limiter,
             caller_limits,
         };
-        let router = assemble(state.clone(), extra, sentry.clone());
+        let router = build_router(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self { listener, router, state, sentry, setup, jobs })
     }
@@ -180,22 +180,11 @@ impl Application {
     }
 }
 
-/// The router with every route and the whole middleware stack.
-pub fn build_router(state: AppState) -> Router {
-    router_with(state, Router::new())
-}
-
-/// As [`build_router`], with `extra` routes merged in before the middleware is applied.
-/// Tests use it to mount routes that exercise the stack (a panicking handler, a slow one).
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    let sentry = Sentry::from_config(&state.settings.sentry, &state.settings.service_info()).unwrap_or_else(|error| {
-        tracing::warn!(%error, "Sentry reporting is off");
-        None
-    });
-    assemble(state, extra, sentry)
-}
-
-fn assemble(state: AppState, extra: Router<AppState>, sentry: Option<Sentry>) -> Router {
+/// The router with every route and the whole middleware stack, separate from serving.
+/// [`Application::build_with`] calls it once; `extra` routes (tests mount a panicking or a slow
+/// handler this way) are merged in before the middleware is applied, so they run under the real
+/// stack.
+pub fn build_router(state: AppState, extra: Router<AppState>, sentry: Option<Sentry>) -> Router {
     let metrics = state.metrics.clone();
     let server = state.settings.server.clone();
     let access_log = palisade_ops::AccessLog::new(&state.settings.log);

@@ -27,7 +27,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Problem(problem) => problem.into_response(),
-            Self::Store(error) => TenancyError::Store(error).into_response(),
+            Self::Store(error) => Problem::from(error).into_response(),
             Self::Tenancy(error) => error.into_response(),
         }
     }

@@ -5,7 +5,9 @@
 //! 1. `SetSensitiveHeadersLayer` — `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
 //!    and `X-API-Key` are marked sensitive, so whatever prints headers shows `Sensitive` and Sentry
 //!    leaves them out.
-//! 2. `request_id::assign` — every later layer, log line and problem body can name the request.
+//! 2. Request id: `request_id::sanitize` drops a malformed incoming `x-request-id`, tower-http's
+//!    `SetRequestIdLayer` keeps a well-formed one or makes a UUIDv7, and `PropagateRequestIdLayer`
+//!    echoes it on the response — every later layer, log line and problem body can name the request.
 //! 3. `Sentry::wrap` (only when `sentry.dsn` is set) — sentry-tower's `SentryLayer` runs the request
 //!    under its own Sentry hub and `SentryHttpLayer` attaches the request to its events; inside them
 //!    the scope is tagged with the request id, route, tenant and user, and a 5xx that no panic or
@@ -52,12 +54,16 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
     http::StatusCode,
-    middleware::{from_fn, from_fn_with_state},
+    middleware::{from_fn, from_fn_with_state, map_request},
     response::{IntoResponse, Response},
 };
 use tower_http::{
-    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, sensitive_headers::SetSensitiveHeadersLayer,
-    timeout::TimeoutLayer, trace::TraceLayer,
+    catch_panic::CatchPanicLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveHeadersLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
 };
 use tracing::Span;
 
@@ -125,7 +131,11 @@ pub fn apply(
         Some(sentry) => sentry.wrap(router),
         None => router,
     };
-    router.layer(from_fn(request_id::assign)).layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
+    router
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone()))
+        .layer(SetRequestIdLayer::new(request_id::HEADER.clone(), request_id::MakeRequestUuidV7))
+        .layer(map_request(request_id::sanitize))
+        .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
 }
 
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {

@@ -20,7 +20,8 @@ use tracing::{Span, field::Empty};
 use crate::{
     metrics::UNMATCHED,
     request_id::RequestId,
-    telemetry::{self, LogConfig, REQUEST_SPAN, RequestLogLevel},
+    subscriber::REQUEST_SPAN,
+    telemetry::{self, LogConfig, RequestLogLevel},
 };
 
 /// The operational endpoints: called every few seconds by the kubelet and Prometheus, never rate
@@ -52,7 +53,8 @@ impl AccessLog {
         if !self.probes && PROBE_PATHS.contains(&request.uri().path()) {
             return Span::none();
         }
-        let request_id = request.extensions().get::<RequestId>().map(RequestId::as_str).unwrap_or_default();
+        let request_id = RequestId::from_extensions(request.extensions());
+        let request_id = request_id.as_ref().map(RequestId::as_str).unwrap_or_default();
         let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str);
         let span = tracing::info_span!(
             REQUEST_SPAN,

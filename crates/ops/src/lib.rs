@@ -13,6 +13,7 @@ pub mod redact;
 pub mod request_id;
 pub mod sentry;
 pub mod server;
+pub mod subscriber;
 pub mod telemetry;
 
 pub use access_log::{AccessLog, PROBE_PATHS};

@@ -207,7 +207,7 @@ impl IntoResponse for Problem {
 /// rejections, tower-http's empty 408/413) is rewritten from its status. Only error bodies are
 /// buffered, and they are small.
 pub async fn normalize(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().cloned();
+    let request_id = RequestId::from_extensions(request.extensions());
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

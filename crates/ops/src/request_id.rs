@@ -1,23 +1,30 @@
 //! Request ids: kept from the caller when well-formed (so a trace spans the caller's logs and ours),
 //! generated otherwise, and echoed on every response.
+//!
+//! tower-http does the work: [`sanitize`] first drops an incoming `x-request-id` that is not
+//! well-formed, then `SetRequestIdLayer` with [`MakeRequestUuidV7`] keeps the caller's id or makes
+//! one (header and `tower_http::request_id::RequestId` extension), and `PropagateRequestIdLayer`
+//! copies it onto the response. [`RequestId`] is the read side the other crates use.
+
+use std::convert::Infallible;
 
 use axum::{
     extract::{FromRequestParts, Request},
-    http::{HeaderName, HeaderValue, request::Parts},
-    middleware::Next,
-    response::Response,
+    http::{Extensions, HeaderName, HeaderValue, request::Parts},
 };
-use std::convert::Infallible;
+use tower_http::request_id::MakeRequestId;
 
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the request being served; in request extensions and as an extractor.
+/// The id of the request being served, read from the extension tower-http's `SetRequestIdLayer`
+/// stores; also an extractor. Holds only ids that passed [`RequestId::parse`] or were generated,
+/// so the value is always printable ASCII.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string())
+        Self(HeaderValue::try_from(uuid::Uuid::now_v7().to_string()).unwrap_or(HeaderValue::from_static("unknown")))
     }
 
     /// Accepts what a proxy or client would plausibly send (a UUID, a trace id, a ULID) and nothing
@@ -26,17 +33,22 @@ impl RequestId {
         let ok = !raw.is_empty()
             && raw.len() <= 128
             && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        ok.then(|| Self(raw.to_owned()))
+        ok.then(|| HeaderValue::from_str(raw).ok().map(Self)).flatten()
+    }
+
+    /// The request's id, once `SetRequestIdLayer` has run.
+    pub fn from_extensions(extensions: &Extensions) -> Option<Self> {
+        extensions.get::<tower_http::request_id::RequestId>().map(|id| Self(id.header_value().clone()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.to_str().unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -44,26 +56,28 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<RequestId>().cloned().unwrap_or_else(RequestId::generate))
+        Ok(Self::from_extensions(&parts.extensions).unwrap_or_else(Self::generate))
     }
 }
 
-/// Middleware: assigns the request id and puts it on the response.
-pub async fn assign(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(RequestId::parse)
-        .unwrap_or_else(RequestId::generate);
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        request.headers_mut().insert(HEADER.clone(), value.clone());
-        request.extensions_mut().insert(id);
-        let mut response = next.run(request).await;
-        response.headers_mut().insert(HEADER.clone(), value);
-        return response;
+/// Runs before `SetRequestIdLayer`, which keeps any id it finds: an incoming `x-request-id` that is
+/// not well-formed ([`RequestId::parse`]) is removed, so a fresh one is generated in its place.
+pub async fn sanitize(mut request: Request) -> Request {
+    let well_formed = request.headers().get(&HEADER).and_then(|v| v.to_str().ok()).and_then(RequestId::parse).is_some();
+    if !well_formed {
+        request.headers_mut().remove(&HEADER);
     }
-    next.run(request).await
+    request
+}
+
+/// `SetRequestIdLayer`'s generator: UUIDv7, so ids sort by time in logs and audit rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        Some(tower_http::request_id::RequestId::new(RequestId::generate().0))
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +87,7 @@ mod tests {
     #[test]
     fn a_uuid_is_kept() {
         let raw = "0190d7a2-7c1e-7b3a-9b1e-1f2e3d4c5b6a";
-        assert_eq!(RequestId::parse(raw).map(|r| r.0), Some(raw.to_owned()));
+        assert_eq!(RequestId::parse(raw).map(|r| r.as_str().to_owned()), Some(raw.to_owned()));
     }
 
     #[test]
@@ -82,5 +96,12 @@ mod tests {
         assert!(RequestId::parse("a\nb").is_none());
         assert!(RequestId::parse("").is_none());
         assert!(RequestId::parse(&"x".repeat(129)).is_none());
+    }
+
+    #[tokio::test]
+    async fn sanitize_removes_a_malformed_id_and_keeps_a_well_formed_one() {
+        let with = |id: &str| Request::builder().header(&HEADER, id).body(axum::body::Body::empty()).unwrap();
+        assert!(sanitize(with("a<script>")).await.headers().get(&HEADER).is_none());
+        assert_eq!(sanitize(with("abc-123")).await.headers().get(&HEADER).unwrap(), "abc-123");
     }
 }

@@ -104,7 +104,7 @@ impl Sentry {
     /// Always `None` in a build without Sentry ([`SentryConfig::problems`] reports a set DSN).
     pub fn from_config(
         _config: &SentryConfig,
-        _service: &crate::telemetry::ServiceInfo,
+        _service: &crate::subscriber::ServiceInfo,
     ) -> Result<Option<Self>, SentryError> {
         Ok(None)
     }
@@ -159,7 +159,7 @@ mod enabled {
     use crate::{
         metrics::UNMATCHED,
         request_id::RequestId,
-        telemetry::{BoxedLayer, REQUEST_SPAN, ServiceInfo},
+        subscriber::{BoxedLayer, REQUEST_SPAN, ServiceInfo},
     };
 
     /// Headers whose values are credentials. Never sent to Sentry, whatever else is configured.
@@ -286,7 +286,7 @@ mod enabled {
         let peer = send_pii.then(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())).flatten();
         let hub = Hub::current();
         hub.configure_scope(|scope| {
-            if let Some(id) = request.extensions().get::<RequestId>() {
+            if let Some(id) = RequestId::from_extensions(request.extensions()) {
                 scope.set_tag("request_id", id.as_str());
             }
             scope.set_tag("http.method", &method);

@@ -21,16 +21,10 @@ mod otel;
 use std::{io::IsTerminal, time::Duration};
 
 use serde::{Deserialize, Serialize, Serializer};
-use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::redact;
-
-/// The name of the per-request span. The Sentry layer looks for it to tag events with the ids
-/// recorded into it.
-pub const REQUEST_SPAN: &str = "request";
-
-/// A layer of the global subscriber, boxed so the parts can be chosen at runtime.
-pub(crate) type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
+pub use crate::subscriber::ServiceInfo;
+use crate::{redact, subscriber::BoxedLayer};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -165,22 +159,6 @@ fn optional_endpoint<S: Serializer>(value: &Option<String>, serializer: S) -> Re
     match value {
         Some(endpoint) => serializer.serialize_str(&redact::redact_url(endpoint)),
         None => serializer.serialize_none(),
-    }
-}
-
-/// What the running service is, for resource attributes and Sentry's release and environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceInfo {
-    pub name: String,
-    pub version: String,
-    /// `development`, `staging`, `production`.
-    pub environment: String,
-}
-
-impl ServiceInfo {
-    /// Sentry's release identifier, `name@version`.
-    pub fn release(&self) -> String {
-        format!("{}@{}", self.name, self.version)
     }
 }
 

@@ -1,3 +1,5 @@
+use http::{HeaderValue, header::RETRY_AFTER};
+use palisade_ops::Problem;
 use thiserror::Error;
 
 /// Everything that can go wrong reaching or using a store.
@@ -57,6 +59,35 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// The one mapping of a storage failure to problem+json, whichever crate's error carries it: an
+/// overloaded or unreachable database is a 503 the client may retry; anything else is a generic
+/// 500, logged here in full.
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::PoolTimeout | StoreError::Busy => {
+                tracing::warn!("database pool exhausted");
+                Problem::unavailable("The database is busy; retry shortly.").with_header(RETRY_AFTER, retry_after())
+            }
+            StoreError::ConnectionLost(error) => {
+                tracing::warn!(%error, "database connection lost");
+                Problem::unavailable("The database is unreachable; retry shortly.")
+                    .with_header(RETRY_AFTER, retry_after())
+            }
+            error => {
+                tracing::error!(%error, "storage failure");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a transient database failure: the pool
+/// replaces a broken connection on the next acquire, so a short pause is enough.
+fn retry_after() -> HeaderValue {
+    HeaderValue::from_static("1")
 }
 
 fn is_connection_level(error: &sqlx::Error) -> bool {

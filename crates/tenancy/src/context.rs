@@ -54,7 +54,7 @@ impl RequestMeta {
     /// proxies), falling back to the TCP peer.
     pub fn from_parts(parts: &Parts) -> Self {
         Self {
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.as_str().to_owned()),
+            request_id: RequestId::from_extensions(&parts.extensions).map(|r| r.as_str().to_owned()),
             client_ip: client_ip::client_ip_of(&parts.extensions),
         }
     }

@@ -1,5 +1,5 @@
 use axum::{
-    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use palisade_ops::Problem;
@@ -61,31 +61,13 @@ impl From<TenancyError> for Problem {
             TenancyError::Page(page) => {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-page", "Bad page request", page.to_string())
             }
-            TenancyError::Store(StoreError::PoolTimeout | StoreError::Busy) => {
-                tracing::warn!("database pool exhausted");
-                Problem::unavailable("The database is busy; retry shortly.").with_header(RETRY_AFTER, retry_after())
-            }
-            TenancyError::Store(StoreError::ConnectionLost(error)) => {
-                tracing::warn!(%error, "database connection lost");
-                Problem::unavailable("The database is unreachable; retry shortly.")
-                    .with_header(RETRY_AFTER, retry_after())
-            }
-            TenancyError::Store(error) => {
-                tracing::error!(%error, "storage failure");
-                Problem::internal()
-            }
+            TenancyError::Store(error) => Problem::from(error),
             TenancyError::Event(error) => {
                 tracing::error!(%error, "outbox event not recorded");
                 Problem::internal()
             }
         }
     }
-}
-
-/// Seconds a client should wait before retrying after a transient database failure: the pool
-/// replaces a broken connection on the next acquire, so a short pause is enough.
-fn retry_after() -> HeaderValue {
-    HeaderValue::from_static("1")
 }
 
 impl IntoResponse for TenancyError {

@@ -367,3 +367,47 @@ async fn on_postgres_production_refuses_a_superuser_found_after_a_late_database(
     let message = result.expect_err("a superuser is refused").to_string();
     assert!(message.contains("superuser"), "{message}");
 }
+
+on_both_backends!(an_exhausted_pool_answers_503_with_retry_after_and_counts_the_acquire_timeout);
+
+/// A pool of one connection, held by the test: the next request waits `database.acquire_timeout`,
+/// gets the busy 503 problem, and `db_pool_acquire_timeouts_total` counts it. Once the connection
+/// is back, the same request succeeds.
+async fn an_exhausted_pool_answers_503_with_retry_after_and_counts_the_acquire_timeout(backend: Backend) {
+    let Some(app) = crate::support::spawn_app(backend, |settings| {
+        settings.database.max_connections = 1;
+        settings.database.min_connections = 0;
+        settings.database.acquire_timeout = Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_tenant("pool").await;
+    let token = app.token(Some("pool"), "alice", &["todos:read"]);
+    let counted = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("db_pool_acquire_timeouts_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("db_pool_acquire_timeouts_total is exported")
+    };
+    let before = counted(&app.get("/metrics").await.text().await.unwrap());
+
+    let held = app.state.db.begin().await.expect("the pool's only connection");
+    let response = app.client.get(app.url("/api/v1/todos")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 503, "{problem}");
+    assert_eq!(problem["detail"], "The database is busy; retry shortly.", "{problem}");
+    assert!(problem["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{problem}");
+    drop(held);
+
+    let after = counted(&app.get("/metrics").await.text().await.unwrap());
+    assert!(after > before, "db_pool_acquire_timeouts_total did not count the timeout ({before} -> {after})");
+    let retried = app.client.get(app.url("/api/v1/todos")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(retried.status(), StatusCode::OK, "the connection is back");
+    app.stop().await;
+}

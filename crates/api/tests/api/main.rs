@@ -11,6 +11,7 @@ mod support;
 mod backup;
 mod cli;
 mod configuration_docs;
+mod configuration_files;
 mod contract;
 mod edges;
 mod foundation;

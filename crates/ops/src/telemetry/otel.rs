@@ -20,8 +20,12 @@ use opentelemetry_sdk::{
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, filter::LevelFilter};
 
-use super::{BoxedLayer, ServiceInfo, TelemetryConfig};
-use crate::{metrics::UNMATCHED, redact};
+use super::TelemetryConfig;
+use crate::{
+    metrics::UNMATCHED,
+    redact,
+    subscriber::{BoxedLayer, ServiceInfo},
+};
 
 /// The path OTLP/HTTP receivers take traces on, appended to the base endpoint as the spec says.
 const TRACES_PATH: &str = "/v1/traces";
