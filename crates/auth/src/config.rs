@@ -146,15 +146,15 @@ impl AuthConfig {
                     .to_owned(),
             ),
             Some(issuer) if !is_https(issuer) => problems.push(format!(
-                "auth.issuer `{issuer}` is not an https URL: signing keys fetched over plain HTTP can be replaced \
-                 in transit"
+                "auth.issuer `{issuer}` is not an https URL (plain http is accepted only to 127.0.0.1, ::1 or localhost): signing keys \
+                 fetched over plain HTTP can be replaced in transit"
             )),
             Some(_) => {}
         }
         if let Some(uri) = self.jwks_uri.as_deref().filter(|uri| !is_https(uri)) {
             problems.push(format!(
-                "auth.jwks_uri `{uri}` is not an https URL: signing keys fetched over plain HTTP can be replaced \
-                 in transit"
+                "auth.jwks_uri `{uri}` is not an https URL (plain http is accepted only to 127.0.0.1, ::1 or localhost): signing keys \
+                 fetched over plain HTTP can be replaced in transit"
             ));
         }
         if self.audience.as_deref().is_none_or(|audience| audience.trim().is_empty()) {
@@ -199,13 +199,38 @@ impl AuthConfig {
     }
 }
 
+/// Whether keys fetched from `url` cannot be replaced in transit: https, or plain http to this
+/// machine's loopback interface (no network in between, as RFC 8252 §8.3 reasons for loopback
+/// redirects), which is what a local issuer for trying production mode uses.
 fn is_https(url: &str) -> bool {
-    url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    if url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")) {
+        return true;
+    }
+    let Some(rest) = url.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("http://")).and(url.get(7..)) else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_accepted_only_to_the_loopback_interface() {
+        for url in ["https://id.example.com", "http://127.0.0.1:9400", "http://localhost/keys", "http://[::1]:8080/jwks"] {
+            assert!(is_https(url), "{url}");
+        }
+        for url in ["http://id.example.com", "http://127.0.0.1.evil.com/", "http://localhost@evil.com/", "http://10.0.0.1"] {
+            assert!(!is_https(url), "{url}");
+        }
+    }
 
     fn production_ready() -> AuthConfig {
         AuthConfig {
