@@ -224,10 +224,14 @@ mod tests {
 
     #[test]
     fn plain_http_is_accepted_only_to_the_loopback_interface() {
-        for url in ["https://id.example.com", "http://127.0.0.1:9400", "http://localhost/keys", "http://[::1]:8080/jwks"] {
+        for url in
+            ["https://id.example.com", "http://127.0.0.1:9400", "http://localhost/keys", "http://[::1]:8080/jwks"]
+        {
             assert!(is_https(url), "{url}");
         }
-        for url in ["http://id.example.com", "http://127.0.0.1.evil.com/", "http://localhost@evil.com/", "http://10.0.0.1"] {
+        for url in
+            ["http://id.example.com", "http://127.0.0.1.evil.com/", "http://localhost@evil.com/", "http://10.0.0.1"]
+        {
             assert!(!is_https(url), "{url}");
         }
     }
