@@ -24,26 +24,3 @@ CREATE INDEX jobs_running_locked_until ON jobs (locked_until) WHERE status = 'ru
 CREATE INDEX jobs_finished_updated_at ON jobs (updated_at) WHERE status IN ('done', 'dead');
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON jobs TO palisade_app;
-
--- Audit retention. The server may only append to audit_events; deleting rows older than the
--- retention period goes through this one function, which runs as the table owner and visits the
--- tenants one by one (row-level security is forced on the owner too).
-CREATE FUNCTION palisade_purge_audit_events(older_than timestamptz) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    purged bigint := 0;
-    deleted bigint;
-    tenant uuid;
-BEGIN
-    FOR tenant IN SELECT id FROM tenants LOOP
-        PERFORM set_config('app.tenant_id', tenant::text, true);
-        DELETE FROM audit_events WHERE tenant_id = tenant AND created_at < older_than;
-        GET DIAGNOSTICS deleted = ROW_COUNT;
-        purged := purged + deleted;
-    END LOOP;
-    PERFORM set_config('app.tenant_id', '', true);
-    RETURN purged;
-END
-$$;
-REVOKE ALL ON FUNCTION palisade_purge_audit_events(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION palisade_purge_audit_events(timestamptz) TO palisade_app;

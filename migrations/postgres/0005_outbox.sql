@@ -16,18 +16,23 @@ CREATE TABLE outbox_events (
 CREATE INDEX outbox_events_tenant_id_id ON outbox_events (tenant_id, id);
 SELECT palisade_tenant_scoped('outbox_events', 'SELECT, INSERT');
 
--- Outbox retention (jobs.outbox_retention): the server may only append, so old events are
--- deleted through this one function, run as the owner, tenant by tenant like the audit purge.
-CREATE FUNCTION palisade_purge_outbox_events(older_than timestamptz) RETURNS bigint
+-- Retention of the append-only logs (jobs.audit_retention, jobs.outbox_retention). The server may
+-- only append to audit_events and outbox_events; deleting rows older than the retention goes
+-- through this one function, which runs as the table owner, accepts only those two tables, and
+-- visits the tenants one by one (row-level security is forced on the owner too).
+CREATE FUNCTION palisade_purge_log(log regclass, older_than timestamptz) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     purged bigint := 0;
     deleted bigint;
     tenant uuid;
 BEGIN
+    IF log NOT IN ('audit_events'::regclass, 'outbox_events'::regclass) THEN
+        RAISE EXCEPTION 'palisade_purge_log: % is not a log with a retention', log;
+    END IF;
     FOR tenant IN SELECT id FROM tenants LOOP
         PERFORM set_config('app.tenant_id', tenant::text, true);
-        DELETE FROM outbox_events WHERE tenant_id = tenant AND created_at < older_than;
+        EXECUTE format('DELETE FROM %s WHERE tenant_id = $1 AND created_at < $2', log) USING tenant, older_than;
         GET DIAGNOSTICS deleted = ROW_COUNT;
         purged := purged + deleted;
     END LOOP;
@@ -35,5 +40,5 @@ BEGIN
     RETURN purged;
 END
 $$;
-REVOKE ALL ON FUNCTION palisade_purge_outbox_events(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION palisade_purge_outbox_events(timestamptz) TO palisade_app;
+REVOKE ALL ON FUNCTION palisade_purge_log(regclass, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION palisade_purge_log(regclass, timestamptz) TO palisade_app;

@@ -120,12 +120,15 @@ pub enum Log {
 
 /// Deletes the `log`'s rows created before `cutoff`; returns how many. The server's role may only
 /// append to these tables, so on PostgreSQL this goes through the owner's purge function
-/// (`palisade_purge_audit_events` in migrations/postgres/0004_jobs.sql,
-/// `palisade_purge_outbox_events` in 0005_outbox.sql).
+/// (`palisade_purge_log` in migrations/postgres/0005_outbox.sql).
 pub async fn purge_log(db: &Database, log: Log, cutoff: OffsetDateTime) -> Result<u64, palisade_store::StoreError> {
     let (function, delete) = match log {
-        Log::Audit => ("SELECT palisade_purge_audit_events($1)", "DELETE FROM audit_events WHERE created_at < $1"),
-        Log::Outbox => ("SELECT palisade_purge_outbox_events($1)", "DELETE FROM outbox_events WHERE created_at < $1"),
+        Log::Audit => {
+            ("SELECT palisade_purge_log('audit_events', $1)", "DELETE FROM audit_events WHERE created_at < $1")
+        }
+        Log::Outbox => {
+            ("SELECT palisade_purge_log('outbox_events', $1)", "DELETE FROM outbox_events WHERE created_at < $1")
+        }
     };
     let mut tx = db.begin().await?;
     let purged = match &mut tx {

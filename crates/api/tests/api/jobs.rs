@@ -127,5 +127,12 @@ async fn the_cleanups_delete_what_has_expired_and_nothing_else(backend: Backend)
         assert_eq!(remaining(db, tenant, "audit_events").await, ["aged-recent"]);
         assert_eq!(remaining(db, tenant, "outbox_events").await, ["aged-recent"]);
     }
+    if let Ok(mut tx) = db.begin().await
+        && let palisade_store::Tx::Postgres(conn) = &mut tx
+    {
+        // The owner's purge function deletes from the two logs only, whatever the server asks.
+        let refused = sqlx::query("SELECT palisade_purge_log('todos', now())").execute(&mut **conn).await;
+        assert!(refused.is_err(), "palisade_purge_log must refuse a table that is not a log");
+    }
     app.stop().await;
 }
