@@ -264,7 +264,7 @@ class Suite:
             server.stop()
 
     def idle_flood(self):
-        timeout = 10
+        timeout = 30
         server, port, _ = self.start_server("idle-flood", {"PALISADE_SERVER__HEADER_READ_TIMEOUT": f"{timeout}s"})
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
