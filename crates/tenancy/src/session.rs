@@ -62,21 +62,27 @@ impl TenantSession {
         if let Some(tx) = self.tx.take() {
             return Ok(self.tx.insert(tx));
         }
-        let mut tx = match self.access {
-            Access::Read => self.db.begin_read().await?,
-            Access::Write => self.db.begin().await?,
-        };
-        bind_tenant(&mut tx, self.tenant_id).await?;
+        let tx = self.open_tx().await?;
         Ok(self.tx.insert(tx))
     }
 
     /// Commits the session's change with its audit row ([`crate::write::commit`]).
     pub async fn commit(mut self, actor: &str, change: Change<'_>, meta: &RequestMeta) -> Result<(), TenancyError> {
-        self.tx().await?;
-        match self.tx {
-            Some(tx) => write::commit(tx, self.tenant_id, actor, change, meta).await,
-            None => Ok(()),
-        }
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.open_tx().await?,
+        };
+        write::commit(tx, self.tenant_id, actor, change, meta).await
+    }
+
+    /// A new transaction of the session's access, bound to its tenant.
+    async fn open_tx(&self) -> Result<Tx, TenancyError> {
+        let mut tx = match self.access {
+            Access::Read => self.db.begin_read().await?,
+            Access::Write => self.db.begin().await?,
+        };
+        bind_tenant(&mut tx, self.tenant_id).await?;
+        Ok(tx)
     }
 }
 
