@@ -15,7 +15,9 @@ use palisade_ops::Problem;
 use sha2::{Digest, Sha256};
 use utoipa::openapi::{
     OpenApi, RefOr, Required, ResponseBuilder, Type,
+    extensions::Extensions,
     header::Header,
+    link::{Link, LinkBuilder},
     path::{ParameterBuilder, ParameterIn},
     schema::ObjectBuilder,
 };
@@ -128,7 +130,34 @@ pub fn document(openapi: &mut OpenApi) {
             .header("ETag", Header::new(ObjectBuilder::new().schema_type(Type::String)))
             .build();
         get.responses.responses.insert("304".to_owned(), RefOr::T(unchanged));
+        if let (Some(operation_id), Some(RefOr::T(ok))) =
+            (get.operation_id.clone(), get.responses.responses.get_mut("200"))
+        {
+            ok.headers
+                .entry("ETag".to_owned())
+                .or_insert_with(|| Header::new(ObjectBuilder::new().schema_type(Type::String)));
+            ok.links.insert("RevalidateWithETag".to_owned(), RefOr::T(revalidate(operation_id, path)));
+        }
     }
+}
+
+/// An OpenAPI link from a read's 200 back to the same read with `If-None-Match` set to the ETag it
+/// returned (and the same path parameters): the request that must answer 304. Clients see how to
+/// revalidate, and schemathesis's stateful phase follows the link, so the 304s are exercised
+/// against the document, not only described by it.
+fn revalidate(operation_id: String, path: &str) -> Link {
+    let parameters = path.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'));
+    let mut link = parameters
+        .fold(LinkBuilder::new(), |link, name| link.parameter(format!("path.{name}"), format!("$request.path.{name}")))
+        .parameter("header.If-None-Match", "$response.header.ETag")
+        .description("Revalidate: the same read with the ETag received answers 304 while nothing changed")
+        .build();
+    // utoipa 5.5 serializes `Link::operation_id` as `operation_id`, which no OpenAPI tool reads;
+    // the field the specification names is set through the flattened extensions instead.
+    let mut fields = Extensions::default();
+    fields.insert("operationId".to_owned(), operation_id.into());
+    link.extensions = Some(fields);
+    link
 }
 
 /// `Last-Modified` for a timestamp, in the HTTP date format (whole seconds).
