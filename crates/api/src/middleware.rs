@@ -52,14 +52,17 @@ use std::{any::Any, sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    body::Body,
     extract::{DefaultBodyLimit, Request},
     http::StatusCode,
     middleware::{from_fn, from_fn_with_state, map_request},
     response::{IntoResponse, Response},
 };
+use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    limit::RequestBodyLimitLayer,
+    compression::CompressionBody,
+    limit,
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     sensitive_headers::SetSensitiveHeadersLayer,
     timeout::TimeoutLayer,
@@ -85,6 +88,13 @@ const SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
 ];
 
 /// Applies the stack above to a router whose routes (and fallback) are all in place.
+///
+/// The layers are composed with `ServiceBuilder` into one layer per group and each group is
+/// applied with a single `Router::layer`. Each `Router::layer` call boxes every route again, and a
+/// request clones its route's whole boxed stack at every level it passes (axum's `Route` clones
+/// its service per call), so sixteen separate calls cost a quadratic number of boxed clones per
+/// request: about 150,000 instructions of a 163,000-instruction `/health`
+/// (`bench/instructions.sh`, docs/performance.md).
 pub fn apply(
     router: Router,
     metrics: Arc<Metrics>,
@@ -94,48 +104,58 @@ pub fn apply(
     edge: &Edge,
     rate_limiter: RateLimiter,
 ) -> Router {
-    let router = router
-        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn(crate::routes::conditional::not_modified))
-        .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
-        .layer(from_fn_with_state(HeadLimits::from(server), server::limit_request_head))
-        .layer(from_fn(problem::normalize));
-    let router = match edge.compression.layer() {
-        Some(compression) => router.layer(compression),
-        None => router,
-    };
-    let router = match &edge.cors {
-        Some(cors) => {
-            router.layer(cors.layer.clone()).layer(from_fn_with_state(cors.origins.clone(), cors::strip_disallowed))
-        }
-        None => router,
-    };
     let (span_log, finish_log) = (access_log.clone(), access_log);
-    let router = router
-        .layer(from_fn_with_state(metrics, metrics::track))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request| span_log.span(request))
-                .on_request(())
-                .on_response(move |response: &Response, latency: Duration, span: &Span| {
-                    finish_log.finish(response, latency, span);
-                })
-                .on_failure(()),
-        )
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(move |request: &Request| span_log.span(request))
+        .on_request(())
+        .on_response(move |response: &Response, latency: Duration, span: &Span| {
+            finish_log.finish(response, latency, span);
+        })
+        .on_failure(());
+    let cors = edge.cors.as_ref().map(|cors| {
+        ServiceBuilder::new()
+            .layer(from_fn_with_state(cors.origins.clone(), cors::strip_disallowed))
+            .layer(cors.layer.clone())
+            .into_inner()
+    });
+    // Compression changes the body type; both branches of the option must answer the same type.
+    let compression = edge.compression.layer().map(|compression| {
+        ServiceBuilder::new()
+            .map_response(IntoResponse::into_response as fn(Response<CompressionBody<Body>>) -> Response)
+            .layer(compression)
+            .into_inner()
+    });
+    // Layers 4 to 16, outermost first: everything that runs per matched route.
+    let per_route = ServiceBuilder::new()
+        .layer(from_fn_with_state(edge.client_ip.clone(), client_ip::resolve))
         .layer(from_fn_with_state(edge.security_headers.clone(), security_headers::add))
-        .layer(from_fn_with_state(edge.client_ip.clone(), client_ip::resolve));
+        .layer(trace)
+        .layer(from_fn_with_state(metrics, metrics::track))
+        .option_layer(cors)
+        .option_layer(compression)
+        .layer(from_fn(problem::normalize))
+        .layer(from_fn_with_state(HeadLimits::from(server), server::limit_request_head))
+        .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
+        .layer(from_fn(crate::routes::conditional::not_modified))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))
+        // The timeout's own 503 needs a body type with a default; the body limit's has none.
+        .map_response(IntoResponse::into_response as fn(Response<limit::ResponseBody<Body>>) -> Response)
+        .layer(limit::RequestBodyLimitLayer::new(server.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes));
+    let router = router.layer(per_route);
     let router = match sentry {
         Some(sentry) => sentry.wrap(router),
         None => router,
     };
-    router
-        .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone()))
-        .layer(SetRequestIdLayer::new(request_id::HEADER.clone(), request_id::MakeRequestUuidV7))
-        .layer(map_request(request_id::sanitize))
-        .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
+    // Layers 1 and 2.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
+            .layer(map_request(request_id::sanitize))
+            .layer(SetRequestIdLayer::new(request_id::HEADER.clone(), request_id::MakeRequestUuidV7))
+            .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone())),
+    )
 }
 
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
