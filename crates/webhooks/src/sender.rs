@@ -100,7 +100,8 @@ pub enum Outcome {
     Refused(Refusal),
     /// Connecting or the whole attempt took longer than its timeout.
     TimedOut,
-    /// The connection could not be established (refused, unreachable, TLS failure).
+    /// The connection could not be established: the name did not resolve, the connection was
+    /// refused or unreachable, or the TLS handshake failed.
     ConnectFailed,
     /// Anything else; the text names the failure and never contains the URL or a secret.
     Other(String),
