@@ -88,6 +88,8 @@ pub struct Attempt {
 /// A response larger than `max_response_bytes` is not an outcome of its own: the sender reads
 /// up to the cap, stops, and judges the attempt by its status, since the receiver's answer is
 /// the status and a long body does not make a 2xx less of an acknowledgement.
+/// A body that fails while being read (reset, timeout) reports that failure, with the status
+/// kept in [`Attempt::status`]; receivers deduplicate a resulting retry by `webhook-id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A 2xx response.
