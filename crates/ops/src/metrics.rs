@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 17] = [
+pub const CONTRACT: [&str; 18] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -41,6 +41,7 @@ pub const CONTRACT: [&str; 17] = [
     "jobs_oldest_age_seconds",
     "jobs_failures_total",
     "jobs_dead_letters_total",
+    "api_key_authentications_total",
 ];
 
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
@@ -76,6 +77,9 @@ pub struct Metrics {
     pub jobs_oldest_age_seconds: Gauge,
     pub jobs_failures_total: IntCounterVec,
     pub jobs_dead_letters_total: IntCounterVec,
+    /// Requests that presented an API key, by outcome (success, malformed, unknown, revoked,
+    /// expired, wrong_tenant, unavailable).
+    pub api_key_authentications_total: IntCounterVec,
 }
 
 /// Build identity for `build_info`.
@@ -159,6 +163,10 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            api_key_authentications_total: IntCounterVec::new(
+                Opts::new("api_key_authentications_total", "Requests that presented an API key, by outcome."),
+                &["outcome"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -191,6 +199,7 @@ impl Metrics {
         r.register(Box::new(self.jobs_oldest_age_seconds.clone()))?;
         r.register(Box::new(self.jobs_failures_total.clone()))?;
         r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
+        r.register(Box::new(self.api_key_authentications_total.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
