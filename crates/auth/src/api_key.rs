@@ -103,8 +103,9 @@ pub fn hashes_match(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
-/// The CRC32 of `body` in 6 base62 digits, most significant first.
-fn checksum(body: &str) -> String {
+/// The CRC32 of `body` (everything before the checksum) in 6 base62 digits, most significant
+/// first: what a key ends with.
+pub fn checksum(body: &str) -> String {
     let mut value = u64::from(crc32fast::hash(body.as_bytes()));
     let mut digits = [b'0'; CHECKSUM_LEN];
     for digit in digits.iter_mut().rev() {
