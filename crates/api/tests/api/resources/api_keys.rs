@@ -16,6 +16,7 @@ on_both_backends!(
     a_key_goes_through_create_use_rotate_and_revoke_and_its_secret_is_shown_once,
     each_refused_key_gets_its_own_problem_type_and_metric,
     a_key_never_crosses_tenants,
+    a_key_of_a_suspended_tenant_stops_working,
     a_key_carries_only_scopes_its_creator_holds_and_only_what_it_was_given,
     only_tenant_admins_with_the_api_key_scopes_manage_keys,
     every_key_has_its_own_rate_limit_bucket,
@@ -232,6 +233,19 @@ async fn a_key_never_crosses_tenants(backend: Backend) {
     if app.backend == Backend::Postgres {
         server_role_sees_no_other_tenants_keys_but_the_lookup_finds_one(&app, &created, &away).await;
     }
+    app.stop().await;
+}
+
+async fn a_key_of_a_suspended_tenant_stops_working(backend: Backend) {
+    let Some(app) = spawn_app(backend, |_| {}).await else { return };
+    let tenant = app.create_tenant("paused").await;
+    let key = create_key(&app, "paused", &["todos:read"], None).await["key"].as_str().unwrap().to_owned();
+    assert_eq!(with_key(&app, Method::GET, "/api/v1/todos", &key, None).await.0, StatusCode::OK);
+    let platform = app.token(None, "operator", &["platform:admin"]);
+    let suspend = format!("/api/v1/tenants/{}/suspend", tenant["id"].as_str().unwrap());
+    assert_eq!(send(&app, Method::POST, &suspend, &platform, None).await.status(), StatusCode::OK);
+    let (status, problem) = with_key(&app, Method::GET, "/api/v1/todos", &key, None).await;
+    assert_eq!((status, problem["type"].as_str()), (StatusCode::FORBIDDEN, Some("/problems/tenant-suspended")));
     app.stop().await;
 }
 
