@@ -236,7 +236,10 @@ impl From<AuthError> for Problem {
                     )
                     .with_extension("required_scope", Value::String(required.clone()))
             }
-            AuthError::ApiKeyMalformed(_) | AuthError::ApiKeyUnknown | AuthError::ApiKeyRevoked | AuthError::ApiKeyExpired => {
+            AuthError::ApiKeyMalformed(_)
+            | AuthError::ApiKeyUnknown
+            | AuthError::ApiKeyRevoked
+            | AuthError::ApiKeyExpired => {
                 let (slug, title) = match &error {
                     AuthError::ApiKeyMalformed(_) => ("api-key-malformed", "Malformed API key"),
                     AuthError::ApiKeyUnknown => ("api-key-unknown", "Unknown API key"),

@@ -175,7 +175,7 @@ pub async fn revoke(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Option<(Ap
 #[derive(Debug)]
 pub enum Rotation {
     /// The key with its new lookup id, and the new full key (shown once).
-    Rotated(ApiKey, String),
+    Rotated(Box<ApiKey>, String),
     /// A revoked key stays revoked: create a new one instead.
     Revoked,
     NotFound,
@@ -197,7 +197,7 @@ pub async fn rotate(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Rotation, 
         .fetch_optional(conn)
         .await)?;
     Ok(match row {
-        Some(row) => Rotation::Rotated(row.into(), key.key),
+        Some(row) => Rotation::Rotated(Box::new(row.into()), key.key),
         None if get(tx, tenant_id, id).await?.is_some() => Rotation::Revoked,
         None => Rotation::NotFound,
     })
@@ -259,12 +259,7 @@ fn needs_recording(key: &KeyUse, ip: Option<&str>, now: OffsetDateTime) -> bool 
 /// once a minute, and the audit event `api_key.used_from_new_ip` when the address differs from
 /// the last recorded one (the first use included). The update is conditional on what the lookup
 /// saw, so of several replicas noticing the same change only one writes and audits it.
-pub async fn record_use(
-    db: &Database,
-    tenant_id: Uuid,
-    key: &KeyUse,
-    meta: &RequestMeta,
-) -> Result<(), TenancyError> {
+pub async fn record_use(db: &Database, tenant_id: Uuid, key: &KeyUse, meta: &RequestMeta) -> Result<(), TenancyError> {
     let now = OffsetDateTime::now_utc();
     let ip = meta.client_ip.map(|ip| ip.to_string());
     if !needs_recording(key, ip.as_deref(), now) {

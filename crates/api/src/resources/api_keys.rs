@@ -216,7 +216,7 @@ pub async fn rotate(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Resp
         Rotation::Rotated(api_key, key) => {
             ctx.commit(Change { action: "api_key.rotated", resource_type: "api_key", resource_id: &id.to_string() })
                 .await?;
-            let mut response = Json(ApiKeySecret { api_key, key }).into_response();
+            let mut response = Json(ApiKeySecret { api_key: *api_key, key }).into_response();
             no_store(&mut response);
             Ok(response)
         }

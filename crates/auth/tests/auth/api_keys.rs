@@ -74,7 +74,8 @@ async fn each_refusal_of_a_key_has_its_own_reason() {
     let (other, _) = stored(&keys, |_| {});
     let wrong_secret = {
         let (lookup_of_good, _) = good.split_at(api_key::PREFIX.len() + api_key::LOOKUP_ID_LEN);
-        let body = format!("{lookup_of_good}{}", &other[api_key::PREFIX.len() + api_key::LOOKUP_ID_LEN..other.len() - 6]);
+        let body =
+            format!("{lookup_of_good}{}", &other[api_key::PREFIX.len() + api_key::LOOKUP_ID_LEN..other.len() - 6]);
         let sum = api_key::checksum(&body);
         format!("{body}{sum}")
     };
