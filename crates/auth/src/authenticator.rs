@@ -108,11 +108,7 @@ impl Authenticator {
         }
         for reason in FailureReason::ALL {
             metrics.auth_failures_total.with_label_values(&[reason.as_str()]);
-            if let Some(outcome) = reason.api_key_outcome() {
-                metrics.api_key_authentications_total.with_label_values(&[outcome]);
-            }
         }
-        metrics.api_key_authentications_total.with_label_values(&["success"]);
         let (mode, refresh_task) = match &config.issuer {
             Some(issuer) => {
                 let keys = Arc::new(

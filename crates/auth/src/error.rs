@@ -366,6 +366,15 @@ mod tests {
         assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
     }
 
+    #[test]
+    fn every_api_key_outcome_is_one_the_metric_exports_from_the_start() {
+        for reason in FailureReason::ALL {
+            if let Some(outcome) = reason.api_key_outcome() {
+                assert!(palisade_ops::metrics::API_KEY_OUTCOMES.contains(&outcome), "{outcome}");
+            }
+        }
+    }
+
     async fn parts(error: AuthError) -> (StatusCode, Option<String>, Option<String>, Value) {
         let response = error.into_response();
         let status = response.status();

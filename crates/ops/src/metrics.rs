@@ -44,6 +44,10 @@ pub const CONTRACT: [&str; 18] = [
     "api_key_authentications_total",
 ];
 
+/// The `outcome` labels of `api_key_authentications_total`, all exported from the start.
+pub const API_KEY_OUTCOMES: [&str; 7] =
+    ["success", "malformed", "unknown", "revoked", "expired", "wrong_tenant", "unavailable"];
+
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
 /// memory from them; they follow the Prometheus client conventions, so the names are fixed too.
 pub const PROCESS: [&str; 6] = [
@@ -177,6 +181,9 @@ impl Metrics {
         // Exported from the start so the alert rules' `increase(redis_errors_total[…])` has a
         // series to work on, also where Redis is not configured (and nothing is ever counted).
         metrics.redis_errors_total.with_label_values(&["ping"]);
+        for outcome in API_KEY_OUTCOMES {
+            metrics.api_key_authentications_total.with_label_values(&[outcome]);
+        }
         Ok(Arc::new(metrics))
     }
 
