@@ -40,7 +40,7 @@ curl -fsS "$base/metrics" >"$workdir/metrics.txt" || die "GET /metrics failed"
 promtool check metrics <"$workdir/metrics.txt" || die "promtool check metrics found problems in /metrics"
 
 for name in http_requests_total http_request_duration_seconds http_requests_in_flight db_pool_connections \
-	db_pool_max_connections db_pool_acquire_timeouts_total redis_up redis_errors_total auth_failures_total \
+	db_pool_max_connections db_pool_acquire_timeouts_total redis_up redis_errors_total auth_failures_total api_key_authentications_total \
 	build_info process_cpu_seconds_total process_resident_memory_bytes process_open_fds process_threads; do
 	grep -q "^# TYPE $name " "$workdir/metrics.txt" || die "/metrics does not export $name"
 done

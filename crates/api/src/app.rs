@@ -7,7 +7,9 @@ use palisade_auth::{AuthError, Authenticator};
 use palisade_edge::{Edge, RateLimiter};
 use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, sentry::Sentry, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
-use palisade_tenancy::{RequestMeta, Tenancy, TenancyError, tenants::TenantDirectory, write};
+use palisade_tenancy::{
+    RequestMeta, Tenancy, TenancyError, api_keys::ApiKeyDirectory, tenants::TenantDirectory, write,
+};
 use tokio::net::TcpListener;
 
 use crate::{AppState, Settings, background, middleware, routes, state::EdgeCallerLimits};
@@ -87,6 +89,7 @@ impl Application {
             directory: TenantDirectory::new(db.clone(), &settings.tenancy),
         };
         auth.set_tenant_ids(Arc::new(tenancy.directory.clone()));
+        auth.set_api_keys(Arc::new(ApiKeyDirectory::new(db.clone())));
         let sentry = Sentry::from_config(&settings.sentry, &settings.service_info())
             .map_err(|error| StartupError::Config(vec![error.to_string()]))?;
         let edge = Edge::build(&settings.security_headers, &settings.cors, &settings.client_ip, &settings.compression)

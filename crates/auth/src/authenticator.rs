@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 
 use crate::{
     AuthConfig, AuthContext, AuthError, FailureReason, RevocationFailureMode,
+    api_key::{self, ApiKeyLookup},
     context::Claims,
     dev::{DevKeys, DevTokenRequest, check_dev_mode},
     jwks::{KeyStore, spawn_refresh},
@@ -77,6 +78,7 @@ pub struct Authenticator {
     last_open_warning: Mutex<Option<Instant>>,
     ready_requires_signing_keys: bool,
     tenant_ids: OnceLock<Arc<dyn TenantIds>>,
+    api_keys: OnceLock<Arc<dyn ApiKeyLookup>>,
 }
 
 impl Drop for Authenticator {
@@ -171,12 +173,23 @@ impl Authenticator {
             last_open_warning: Mutex::new(None),
             ready_requires_signing_keys: config.ready_requires_signing_keys,
             tenant_ids: OnceLock::new(),
+            api_keys: OnceLock::new(),
         }))
     }
 
     /// Verifies `token` (signature, algorithm, issuer, audience, times) and checks that it has not
     /// been revoked. Failures are counted in `auth_failures_total`.
+    ///
+    /// A token with the API key prefix (`psk_`) takes the key path instead: format and checksum,
+    /// then the key's row by lookup id, compared by hash (see [`crate::api_key`]).
     pub async fn authenticate(&self, token: &str) -> Result<AuthContext, AuthError> {
+        if api_key::looks_like_key(token) {
+            let result = self.verify_api_key(token).await;
+            if result.is_ok() {
+                self.metrics.api_key_authentications_total.with_label_values(&["success"]).inc();
+            }
+            return self.counted(result);
+        }
         let result = match self.verify_token(token).await {
             Ok(context) => self.check_revocation(context).await,
             Err(error) => Err(error),
@@ -251,6 +264,51 @@ impl Authenticator {
         }
     }
 
+    /// Lets bearer API keys be looked up. Set once, at startup; without it every key is refused
+    /// as `api_key_unavailable`.
+    pub fn set_api_keys(&self, keys: Arc<dyn ApiKeyLookup>) {
+        if self.api_keys.set(keys).is_err() {
+            tracing::warn!("the API key lookup was set twice; keeping the first");
+        }
+    }
+
+    /// Counts a refusal made after authentication proper (an API key presented in another
+    /// tenant) as any other, and returns it.
+    pub fn refused(&self, error: AuthError) -> AuthError {
+        match self.counted(Err(error)) {
+            Err(error) => error,
+            Ok(_) => AuthError::Internal("a refusal was counted as a success".to_owned()),
+        }
+    }
+
+    /// The key path: the format and checksum offline, then one lookup by lookup id, then the
+    /// hash compared in constant time, then revocation and expiry. The database is asked on
+    /// every request, so a revocation is seen by every replica at its next request.
+    async fn verify_api_key(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let parsed = api_key::parse(token).map_err(AuthError::ApiKeyMalformed)?;
+        let Some(lookup) = self.api_keys.get() else {
+            return Err(AuthError::ApiKeyUnavailable);
+        };
+        let stored = match lookup.find(parsed.lookup_id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(AuthError::ApiKeyUnknown),
+            Err(error) => {
+                tracing::error!(%error, "an API key could not be looked up");
+                return Err(AuthError::ApiKeyUnavailable);
+            }
+        };
+        if !api_key::hashes_match(&api_key::hash_secret(parsed.secret), &stored.secret_hash) {
+            return Err(AuthError::ApiKeyUnknown);
+        }
+        if stored.revoked_at.is_some() {
+            return Err(AuthError::ApiKeyRevoked);
+        }
+        if stored.expires_at.is_some_and(|at| at <= OffsetDateTime::now_utc()) {
+            return Err(AuthError::ApiKeyExpired);
+        }
+        Ok(AuthContext::for_api_key(stored))
+    }
+
     /// Revokes the token an [`AuthContext`] came from (`POST /api/v1/auth/revoke`).
     pub async fn revoke_context(&self, context: &AuthContext) -> Result<(), AuthError> {
         let jti = context.jti.as_deref().ok_or(AuthError::NotRevocable)?;
@@ -298,6 +356,9 @@ impl Authenticator {
             Err(error) => {
                 if let Some(reason) = error.reason() {
                     self.metrics.auth_failures_total.with_label_values(&[reason.as_str()]).inc();
+                    if let Some(outcome) = reason.api_key_outcome() {
+                        self.metrics.api_key_authentications_total.with_label_values(&[outcome]).inc();
+                    }
                     tracing::debug!(reason = reason.as_str(), "authentication refused");
                 }
                 Err(error)

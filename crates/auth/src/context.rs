@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::AuthError;
+use crate::{
+    AuthError,
+    api_key::{KeyUse, StoredKey},
+};
+
+/// The `expires_at` of a key that never expires: the last second of 9999.
+const NEVER: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59 UTC);
 
 /// Scopes the platform itself defines; each resource declares its own (see `palisade_api::resources`).
 pub mod scopes {
@@ -37,6 +43,9 @@ pub struct AuthContext {
     /// [`crate::Authenticator`] (contexts built by hand in tests count nothing).
     #[serde(skip)]
     insufficient_scope: Option<IntCounter>,
+    /// The API key the request presented (`None` for a bearer JWT).
+    #[serde(skip)]
+    pub api_key: Option<KeyUse>,
 }
 
 impl AuthContext {
@@ -55,6 +64,23 @@ impl AuthContext {
             jti,
             expires_at,
             insufficient_scope: None,
+            api_key: None,
+        }
+    }
+
+    /// The context of a verified API key: subject `apikey:<id>`, the key's tenant (by uuid) as
+    /// the tenant claim, the key's scopes; no jti (a key is revoked through its own endpoint).
+    /// A key without an expiry reports the latest representable time.
+    pub(crate) fn for_api_key(key: StoredKey) -> Self {
+        let expires_at = key.expires_at.unwrap_or(NEVER);
+        Self {
+            subject: crate::api_key::subject(key.id),
+            tenant: Some(key.tenant_id.to_string()),
+            scopes: key.scopes.into_iter().collect(),
+            jti: None,
+            expires_at,
+            insufficient_scope: None,
+            api_key: Some(KeyUse { id: key.id, last_used_at: key.last_used_at, last_used_ip: key.last_used_ip }),
         }
     }
 
@@ -110,7 +136,7 @@ impl Claims {
         for claim in [self.scope, self.scp].into_iter().flatten() {
             collect_scopes(claim, &mut scopes)?;
         }
-        Ok(AuthContext { subject, tenant, scopes, jti: self.jti, expires_at, insufficient_scope: None })
+        Ok(AuthContext { subject, tenant, scopes, jti: self.jti, expires_at, insufficient_scope: None, api_key: None })
     }
 }
 

@@ -32,12 +32,18 @@ pub enum FailureReason {
     Revoked,
     RevocationUnavailable,
     InsufficientScope,
+    ApiKeyMalformed,
+    ApiKeyUnknown,
+    ApiKeyRevoked,
+    ApiKeyExpired,
+    ApiKeyWrongTenant,
+    ApiKeyUnavailable,
 }
 
 impl FailureReason {
     /// Every reason, so each series can be exported at 0 from the start (alert rules on
     /// `rate()` need the series to exist before the first failure).
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 20] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::MissingClaim,
@@ -52,6 +58,12 @@ impl FailureReason {
         Self::Revoked,
         Self::RevocationUnavailable,
         Self::InsufficientScope,
+        Self::ApiKeyMalformed,
+        Self::ApiKeyUnknown,
+        Self::ApiKeyRevoked,
+        Self::ApiKeyExpired,
+        Self::ApiKeyWrongTenant,
+        Self::ApiKeyUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,7 +82,27 @@ impl FailureReason {
             Self::Revoked => "revoked",
             Self::RevocationUnavailable => "revocation_unavailable",
             Self::InsufficientScope => "insufficient_scope",
+            Self::ApiKeyMalformed => "api_key_malformed",
+            Self::ApiKeyUnknown => "api_key_unknown",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::ApiKeyWrongTenant => "api_key_wrong_tenant",
+            Self::ApiKeyUnavailable => "api_key_unavailable",
         }
+    }
+
+    /// The `outcome` label of `api_key_authentications_total` for a refused API key; `None` for
+    /// the reasons of bearer JWTs.
+    pub fn api_key_outcome(self) -> Option<&'static str> {
+        Some(match self {
+            Self::ApiKeyMalformed => "malformed",
+            Self::ApiKeyUnknown => "unknown",
+            Self::ApiKeyRevoked => "revoked",
+            Self::ApiKeyExpired => "expired",
+            Self::ApiKeyWrongTenant => "wrong_tenant",
+            Self::ApiKeyUnavailable => "unavailable",
+            _ => return None,
+        })
     }
 }
 
@@ -115,6 +147,18 @@ pub enum AuthError {
     RevocationListFull,
     #[error("The access token has no id (jti), so it cannot be revoked.")]
     NotRevocable,
+    #[error("The API key is malformed: {0}.")]
+    ApiKeyMalformed(crate::api_key::MalformedKey),
+    #[error("The API key is not known.")]
+    ApiKeyUnknown,
+    #[error("The API key has been revoked.")]
+    ApiKeyRevoked,
+    #[error("The API key has expired.")]
+    ApiKeyExpired,
+    #[error("The API key belongs to another tenant; a key is only valid in its own tenant.")]
+    ApiKeyWrongTenant,
+    #[error("API keys cannot be checked right now; retry shortly.")]
+    ApiKeyUnavailable,
     #[error("Development tokens are refused: {0}.")]
     DevTokensDisabled(&'static str),
     #[error("Invalid development token request: {0}.")]
@@ -144,6 +188,12 @@ impl AuthError {
             Self::Revoked => FailureReason::Revoked,
             Self::RevocationUnavailable => FailureReason::RevocationUnavailable,
             Self::InsufficientScope { .. } => FailureReason::InsufficientScope,
+            Self::ApiKeyMalformed(_) => FailureReason::ApiKeyMalformed,
+            Self::ApiKeyUnknown => FailureReason::ApiKeyUnknown,
+            Self::ApiKeyRevoked => FailureReason::ApiKeyRevoked,
+            Self::ApiKeyExpired => FailureReason::ApiKeyExpired,
+            Self::ApiKeyWrongTenant => FailureReason::ApiKeyWrongTenant,
+            Self::ApiKeyUnavailable => FailureReason::ApiKeyUnavailable,
             Self::RevocationListFull
             | Self::NotRevocable
             | Self::DevTokensDisabled(_)
@@ -156,8 +206,12 @@ impl AuthError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InsufficientScope { .. } | Self::DevTokensDisabled(_) => StatusCode::FORBIDDEN,
-            Self::RevocationUnavailable | Self::RevocationListFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientScope { .. } | Self::DevTokensDisabled(_) | Self::ApiKeyWrongTenant => {
+                StatusCode::FORBIDDEN
+            }
+            Self::RevocationUnavailable | Self::RevocationListFull | Self::ApiKeyUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NotRevocable | Self::InvalidDevTokenRequest(_) => StatusCode::BAD_REQUEST,
             Self::Config(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,
@@ -182,8 +236,28 @@ impl From<AuthError> for Problem {
                     )
                     .with_extension("required_scope", Value::String(required.clone()))
             }
-            AuthError::RevocationUnavailable | AuthError::RevocationListFull => Problem::unavailable(&detail)
-                .with_header(HeaderName::from_static("retry-after"), HeaderValue::from_static("1")),
+            AuthError::ApiKeyMalformed(_)
+            | AuthError::ApiKeyUnknown
+            | AuthError::ApiKeyRevoked
+            | AuthError::ApiKeyExpired => {
+                let (slug, title) = match &error {
+                    AuthError::ApiKeyMalformed(_) => ("api-key-malformed", "Malformed API key"),
+                    AuthError::ApiKeyUnknown => ("api-key-unknown", "Unknown API key"),
+                    AuthError::ApiKeyRevoked => ("api-key-revoked", "Revoked API key"),
+                    _ => ("api-key-expired", "Expired API key"),
+                };
+                Problem::new(StatusCode::UNAUTHORIZED, slug, title, &detail).with_header(
+                    header::WWW_AUTHENTICATE,
+                    challenge(Some(Challenge::InvalidToken { description: &detail })),
+                )
+            }
+            AuthError::ApiKeyWrongTenant => {
+                Problem::new(StatusCode::FORBIDDEN, "api-key-wrong-tenant", "API key of another tenant", &detail)
+            }
+            AuthError::RevocationUnavailable | AuthError::RevocationListFull | AuthError::ApiKeyUnavailable => {
+                Problem::unavailable(&detail)
+                    .with_header(HeaderName::from_static("retry-after"), HeaderValue::from_static("1"))
+            }
             AuthError::NotRevocable => Problem::new(StatusCode::BAD_REQUEST, "not-revocable", "Not revocable", &detail),
             AuthError::DevTokensDisabled(_) => Problem::forbidden(&detail),
             AuthError::InvalidDevTokenRequest(_) => Problem::bad_request(&detail),
@@ -290,6 +364,15 @@ mod tests {
         let labels: std::collections::BTreeSet<_> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), FailureReason::ALL.len());
         assert!(labels.iter().all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    }
+
+    #[test]
+    fn every_api_key_outcome_is_one_the_metric_exports_from_the_start() {
+        for reason in FailureReason::ALL {
+            if let Some(outcome) = reason.api_key_outcome() {
+                assert!(palisade_ops::metrics::API_KEY_OUTCOMES.contains(&outcome), "{outcome}");
+            }
+        }
     }
 
     async fn parts(error: AuthError) -> (StatusCode, Option<String>, Option<String>, Value) {

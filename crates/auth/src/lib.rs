@@ -8,6 +8,7 @@
 //!
 //! Revoked token ids live in Redis when configured (so every replica refuses them) or in process.
 
+pub mod api_key;
 mod authenticator;
 mod config;
 mod context;
@@ -19,6 +20,7 @@ mod jwks;
 mod revocation;
 mod token;
 
+pub use api_key::{ApiKeyLookup, KeyUse, StoredKey};
 pub use authenticator::{Authenticator, TenantIds};
 pub use config::{AuthConfig, RevocationFailureMode};
 pub use context::{AuthContext, scopes};

@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 17] = [
+pub const CONTRACT: [&str; 18] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -41,7 +41,12 @@ pub const CONTRACT: [&str; 17] = [
     "jobs_oldest_age_seconds",
     "jobs_failures_total",
     "jobs_dead_letters_total",
+    "api_key_authentications_total",
 ];
+
+/// The `outcome` labels of `api_key_authentications_total`, all exported from the start.
+pub const API_KEY_OUTCOMES: [&str; 7] =
+    ["success", "malformed", "unknown", "revoked", "expired", "wrong_tenant", "unavailable"];
 
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
 /// memory from them; they follow the Prometheus client conventions, so the names are fixed too.
@@ -76,6 +81,9 @@ pub struct Metrics {
     pub jobs_oldest_age_seconds: Gauge,
     pub jobs_failures_total: IntCounterVec,
     pub jobs_dead_letters_total: IntCounterVec,
+    /// Requests that presented an API key, by outcome (success, malformed, unknown, revoked,
+    /// expired, wrong_tenant, unavailable).
+    pub api_key_authentications_total: IntCounterVec,
 }
 
 /// Build identity for `build_info`.
@@ -159,6 +167,10 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            api_key_authentications_total: IntCounterVec::new(
+                Opts::new("api_key_authentications_total", "Requests that presented an API key, by outcome."),
+                &["outcome"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -169,6 +181,9 @@ impl Metrics {
         // Exported from the start so the alert rules' `increase(redis_errors_total[…])` has a
         // series to work on, also where Redis is not configured (and nothing is ever counted).
         metrics.redis_errors_total.with_label_values(&["ping"]);
+        for outcome in API_KEY_OUTCOMES {
+            metrics.api_key_authentications_total.with_label_values(&[outcome]);
+        }
         Ok(Arc::new(metrics))
     }
 
@@ -191,6 +206,7 @@ impl Metrics {
         r.register(Box::new(self.jobs_oldest_age_seconds.clone()))?;
         r.register(Box::new(self.jobs_failures_total.clone()))?;
         r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
+        r.register(Box::new(self.api_key_authentications_total.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())

@@ -7,12 +7,12 @@ use axum::{
     extract::{FromRef, FromRequestParts},
     http::{Extensions, request::Parts},
 };
-use palisade_auth::{AuthContext, Authenticator, scopes};
+use palisade_auth::{AuthContext, AuthError, Authenticator, scopes};
 use palisade_ops::{Problem, RequestId, client_ip};
 use palisade_store::Database;
 
 use crate::{
-    TenancyConfig, TenancyError, TenantSession,
+    TenancyConfig, TenancyError, TenantSession, api_keys,
     audit::Change,
     resolve::{self, Candidates},
     session::Access,
@@ -112,13 +112,25 @@ where
         });
         let candidates = Candidates { claim: auth.tenant.clone(), header, subdomain };
         let platform_admin = auth.has_scope(scopes::PLATFORM_ADMIN);
-        let tenant = resolve::resolve(&tenancy.config, &candidates, &tenancy.directory, platform_admin).await?;
+        let tenant = match resolve::resolve(&tenancy.config, &candidates, &tenancy.directory, platform_admin).await {
+            Ok(tenant) => tenant,
+            // An API key never crosses tenants; its refusal says so and counts as a key failure.
+            Err(TenancyError::TenantMismatch(..)) if auth.api_key.is_some() => {
+                let refusal = Arc::<Authenticator>::from_ref(state).refused(AuthError::ApiKeyWrongTenant);
+                return Err(refusal.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant.id));
-        // Per (tenant, subject) budgets, keyed by slug because tenant overrides are.
+        // Per (tenant, subject) budgets, keyed by slug because tenant overrides are; an API key's
+        // subject is `apikey:<id>`, so every key has buckets of its own.
         let write = !parts.method.is_safe();
         Arc::<dyn CallerLimits>::from_ref(state).enforce(&parts.extensions, &tenant.slug, &auth.subject, write).await?;
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
+        if let Some(key) = &auth.api_key {
+            api_keys::record_use(db, tenant.id, key, &meta).await?;
+        }
         let (user, session) = if write {
             // The handler's session begins on first use, so it is not open (on SQLite: holding
             // the write lock) while the request body is still arriving.

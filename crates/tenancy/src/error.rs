@@ -27,6 +27,9 @@ pub enum TenancyError {
     /// An outbox event could not be serialized (a programming error; answered as a 500).
     #[error("cannot serialize an outbox event: {0}")]
     Event(String),
+    /// The system random generator failed (a new API key could not be made; answered as a 500).
+    #[error("the system random generator failed")]
+    Random,
     #[error(transparent)]
     Page(#[from] PageError),
     #[error(transparent)]
@@ -62,6 +65,10 @@ impl From<TenancyError> for Problem {
                 Problem::new(StatusCode::BAD_REQUEST, "bad-page", "Bad page request", page.to_string())
             }
             TenancyError::Store(error) => Problem::from(error),
+            TenancyError::Random => {
+                tracing::error!("the system random generator failed");
+                Problem::internal()
+            }
             TenancyError::Event(error) => {
                 tracing::error!(%error, "outbox event not recorded");
                 Problem::internal()

@@ -6,6 +6,7 @@
 //! takes the tenant explicitly, and on PostgreSQL the session's `app.tenant_id` makes rows of
 //! any other tenant invisible and unwritable regardless of the SQL.
 
+pub mod api_keys;
 pub mod audit;
 pub mod config;
 pub mod context;

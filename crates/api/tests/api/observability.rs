@@ -38,6 +38,7 @@ const OTLP_HEADER_SECRET: &str = "otlpheader-6c0b3f8e5a2d9e47";
 
 on_both_backends!(
     logs_are_json_lines_carrying_the_request_span_and_never_a_credential,
+    an_api_keys_secret_never_reaches_the_logs,
     a_thousand_random_paths_add_no_metric_series,
     every_metric_the_alert_rules_and_dashboards_query_is_exported,
 );
@@ -100,6 +101,53 @@ async fn logs_are_json_lines_carrying_the_request_span_and_never_a_credential(ba
     assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{me}");
     let unmatched = finished.iter().find(|line| line["span"]["route"] == "unmatched").expect("the 404 line");
     assert_eq!(unmatched["span"]["status"], 404);
+}
+
+/// A key created, used, refused, rotated and revoked with every log level on: its secret part
+/// appears in no log line (only its id and prefix may).
+async fn an_api_keys_secret_never_reaches_the_logs(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else { return };
+    let Some(mut env) = server_env(backend, &database, false) else { return };
+    env.extend(vars(&[("PALISADE_LOG__FORMAT", "json"), ("RUST_LOG", "trace")]));
+    let server = Server::start(env).await;
+    let request = palisade_auth::DevTokenRequest {
+        subject: "admin".into(),
+        tenant: Some("demo".into()),
+        scopes: vec!["tenant:admin".into(), "api_keys:write".into(), "todos:read".into()],
+        ttl: Duration::from_secs(600),
+    };
+    let admin = palisade_auth::mint_dev_token(&palisade_auth::AuthConfig::default(), true, &request).expect("token");
+    let created: Value = server
+        .client
+        .post(server.url("/api/v1/api-keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "logged", "scopes": ["todos:read"]}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let key = created["key"].as_str().expect("a key").to_owned();
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let use_key = |key: String| server.client.get(server.url("/api/v1/todos")).bearer_auth(key).send();
+    assert!(use_key(key.clone()).await.expect("use").status().is_success());
+    let mut typo = key.clone().into_bytes();
+    typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
+    assert_eq!(use_key(String::from_utf8(typo).expect("ascii")).await.expect("typo").status(), 401);
+    let rotate = server.url(&format!("/api/v1/api-keys/{id}/rotate"));
+    let rotated: Value =
+        server.client.post(rotate).bearer_auth(&admin).send().await.expect("rotate").json().await.expect("json");
+    let new_key = rotated["key"].as_str().expect("a new key").to_owned();
+    let revoke = server.url(&format!("/api/v1/api-keys/{id}"));
+    assert!(server.client.delete(revoke).bearer_auth(&admin).send().await.expect("revoke").status().is_success());
+    assert_eq!(use_key(new_key.clone()).await.expect("revoked").status(), 401);
+    let output = server.stop().await;
+    let everything = format!("{}\n{}", output.stdout.join("\n"), output.stderr.join("\n"));
+    assert!(everything.contains("request finished"), "the server logged nothing");
+    for secret in [&key, &new_key] {
+        assert!(!everything.contains(&secret[17..]), "an API key's secret leaked into the logs");
+    }
 }
 
 /// `[log]` decides which requests get an access log line: probes only when asked, successful
