@@ -15,6 +15,8 @@ use palisade_ops::{
 };
 use palisade_store::{Backend, DatabaseConfig, RedisConfig};
 use palisade_tenancy::TenancyConfig;
+
+use crate::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 
 /// Where the process runs. Anything but `development` is treated as production: insecure
@@ -63,6 +65,7 @@ pub struct Settings {
     pub compression: CompressionConfig,
     pub api_docs: ApiDocsConfig,
     pub jobs: JobsConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
@@ -194,6 +197,7 @@ impl Settings {
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
         problems.extend(self.jobs.problems());
+        problems.extend(self.webhooks.problems());
         problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());

@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 17] = [
+pub const CONTRACT: [&str; 21] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -41,6 +41,10 @@ pub const CONTRACT: [&str; 17] = [
     "jobs_oldest_age_seconds",
     "jobs_failures_total",
     "jobs_dead_letters_total",
+    "webhook_deliveries_total",
+    "webhook_delivery_duration_seconds",
+    "webhook_endpoints_disabled_total",
+    "webhook_relay_lag_seconds",
 ];
 
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
@@ -76,6 +80,12 @@ pub struct Metrics {
     pub jobs_oldest_age_seconds: Gauge,
     pub jobs_failures_total: IntCounterVec,
     pub jobs_dead_letters_total: IntCounterVec,
+    /// Webhooks (docs/webhooks.md): attempts by outcome, `deferred` for rate-limit deferrals.
+    pub webhook_deliveries_total: IntCounterVec,
+    pub webhook_delivery_duration_seconds: Histogram,
+    pub webhook_endpoints_disabled_total: IntCounter,
+    /// Set by the relay pass this instance ran last.
+    pub webhook_relay_lag_seconds: Gauge,
 }
 
 /// Build identity for `build_info`.
@@ -159,9 +169,33 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            webhook_deliveries_total: IntCounterVec::new(
+                Opts::new(
+                    "webhook_deliveries_total",
+                    "Webhook delivery attempts by outcome (delivered, rejected, refused, timed_out, connect_failed, other; deferred for \
+                     attempts postponed by the tenant rate limit).",
+                ),
+                &["outcome"],
+            )?,
+            webhook_delivery_duration_seconds: Histogram::with_opts(HistogramOpts::new(
+                "webhook_delivery_duration_seconds",
+                "Time from sending a webhook request to the end of its response (or its failure).",
+            ))?,
+            webhook_endpoints_disabled_total: IntCounter::new(
+                "webhook_endpoints_disabled_total",
+                "Webhook endpoints disabled by the server after repeated failed deliveries.",
+            )?,
+            webhook_relay_lag_seconds: Gauge::new(
+                "webhook_relay_lag_seconds",
+                "How long the oldest outbox event relayed by this instance's last relay pass had waited; 0 when \
+                 that pass found none.",
+            )?,
             registry,
         };
         metrics.register_all()?;
+        for outcome in ["delivered", "deferred"] {
+            metrics.webhook_deliveries_total.with_label_values(&[outcome]);
+        }
         metrics.build_info.with_label_values(&[build.version, build.git_sha]).set(1);
         for state in ["idle", "in_use"] {
             metrics.db_pool_connections.with_label_values(&[state]).set(0);
@@ -191,6 +225,10 @@ impl Metrics {
         r.register(Box::new(self.jobs_oldest_age_seconds.clone()))?;
         r.register(Box::new(self.jobs_failures_total.clone()))?;
         r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
+        r.register(Box::new(self.webhook_deliveries_total.clone()))?;
+        r.register(Box::new(self.webhook_delivery_duration_seconds.clone()))?;
+        r.register(Box::new(self.webhook_endpoints_disabled_total.clone()))?;
+        r.register(Box::new(self.webhook_relay_lag_seconds.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
