@@ -93,6 +93,7 @@ pub struct WebhookEndpointPatch {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DeliveryQuery {
     /// Only deliveries in this status.
+    #[param(inline)]
     pub status: Option<DeliveryStatus>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
