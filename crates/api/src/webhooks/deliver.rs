@@ -164,7 +164,8 @@ impl Deliverer {
         let mut tx = self.db.begin().await?;
         bind_tenant(&mut tx, tenant_id).await?;
         let attempt = target.attempts + 1;
-        on_tx!(&mut tx, |conn| sqlx::query(
+        on_tx!(&mut tx, |conn| {
+            sqlx::query(
             "INSERT INTO webhook_attempts (id, tenant_id, delivery_id, attempt, at, status_code, outcome, duration_ms, \
              response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (delivery_id, attempt) DO NOTHING"
         )
@@ -179,7 +180,8 @@ impl Deliverer {
         .bind(sent.excerpt.as_deref())
         .execute(conn)
         .await
-        .map(drop))?;
+        .map(drop)
+        })?;
         let status = match (sent.succeeded, last) {
             (true, _) => "succeeded",
             (false, true) => "failed",

@@ -90,7 +90,12 @@ pub async fn relay_once(db: &Database, queue: &Queue) -> Result<Pass, WebhooksEr
 }
 
 /// One batch of one tenant; returns how many events it took and whether the batch was full.
-async fn relay_tenant(db: &Database, queue: &Queue, tenant: Uuid, pass: &mut Pass) -> Result<(u64, bool), WebhooksError> {
+async fn relay_tenant(
+    db: &Database,
+    queue: &Queue,
+    tenant: Uuid,
+    pass: &mut Pass,
+) -> Result<(u64, bool), WebhooksError> {
     let lock = match db.backend() {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
@@ -124,7 +129,7 @@ async fn relay_tenant(db: &Database, queue: &Queue, tenant: Uuid, pass: &mut Pas
         for target in &targets {
             let types = parse_types(&target.event_types);
             // An endpoint receives what happens after it exists, of the types it asked for.
-            let wanted = types.is_empty() || types.iter().any(|t| *t == event.event_type);
+            let wanted = types.is_empty() || types.contains(&event.event_type);
             if !wanted || target.created_at > event.created_at {
                 continue;
             }
@@ -163,7 +168,8 @@ async fn insert_delivery(
     now: OffsetDateTime,
 ) -> Result<Option<Uuid>, WebhooksError> {
     let id = Uuid::now_v7();
-    let added = on_tx!(tx, |conn| sqlx::query(
+    let added = on_tx!(tx, |conn| {
+        sqlx::query(
         "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id, event_type, payload, status, attempts, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
          ON CONFLICT (endpoint_id, event_id) DO NOTHING"
@@ -177,7 +183,8 @@ async fn insert_delivery(
     .bind(now)
     .execute(conn)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+    })?;
     Ok((added == 1).then_some(id))
 }
 

@@ -296,6 +296,16 @@ async fn a_todo_write_is_delivered_once_signed_with_the_endpoint_secret(backend:
     assert_eq!(detail["attempt_log"][0]["status_code"], 200);
     assert_eq!(detail["attempt_log"][0]["outcome"], "delivered");
     assert_eq!(detail["attempt_log"][0]["response_excerpt"], "receiver says hi");
+
+    jobs.run_due().await;
+    assert_eq!(receiver.received.all().len(), 1, "relaying again delivers nothing again");
+    let db = &app.state.db;
+    let an_hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert_eq!(background::purge_webhook_deliveries(db, an_hour_ago).await.unwrap(), 0, "recent ones are kept");
+    let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    assert_eq!(background::purge_webhook_deliveries(db, later).await.unwrap(), 1, "expired ones are deleted");
+    let log = get_json(&app, &token, &format!("/api/v1/webhooks/{id}/deliveries")).await;
+    assert_eq!(log["items"], json!([]));
     app.stop().await;
 }
 
