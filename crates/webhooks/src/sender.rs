@@ -88,6 +88,8 @@ pub struct Attempt {
 /// A response larger than `max_response_bytes` is not an outcome of its own: the sender reads
 /// up to the cap, stops, and judges the attempt by its status, since the receiver's answer is
 /// the status and a long body does not make a 2xx less of an acknowledgement.
+/// A body that fails while being read (reset, timeout) reports that failure, with the status
+/// kept in [`Attempt::status`]; receivers deduplicate a resulting retry by `webhook-id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A 2xx response.
@@ -100,7 +102,8 @@ pub enum Outcome {
     Refused(Refusal),
     /// Connecting or the whole attempt took longer than its timeout.
     TimedOut,
-    /// The connection could not be established (refused, unreachable, TLS failure).
+    /// The connection could not be established: the name did not resolve, the connection was
+    /// refused or unreachable, or the TLS handshake failed.
     ConnectFailed,
     /// Anything else; the text names the failure and never contains the URL or a secret.
     Other(String),
