@@ -19,15 +19,14 @@ on_both_backends!(
 
 async fn job_statuses(db: &Database) -> Vec<(String, String)> {
     let mut tx = db.begin().await.expect("begin");
-    let rows =
-        on_tx!(&mut tx, |conn| sqlx::query_as(
-            "SELECT kind, status FROM jobs WHERE kind LIKE 'cleanup.%' \
+    let rows = on_tx!(&mut tx, |conn| sqlx::query_as(
+        "SELECT kind, status FROM jobs WHERE kind LIKE 'cleanup.%' \
              UNION ALL SELECT DISTINCT kind, status FROM jobs WHERE kind = 'webhooks.relay' AND status = 'done' \
              ORDER BY 1"
-        )
-        .fetch_all(conn)
-        .await)
-        .expect("jobs");
+    )
+    .fetch_all(conn)
+    .await)
+    .expect("jobs");
     tx.commit().await.expect("commit");
     rows
 }
