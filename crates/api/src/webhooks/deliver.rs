@@ -35,7 +35,8 @@ pub struct Deliverer {
     metrics: Arc<Metrics>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+/// A delivery with its endpoint, secrets included (hence no derived `Debug`).
+#[derive(sqlx::FromRow)]
 struct Target {
     payload: String,
     status: String,
@@ -46,6 +47,16 @@ struct Target {
     secret: String,
     previous_secret: Option<String>,
     previous_secret_expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("endpoint_id", &self.endpoint_id)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deliverer {

@@ -103,13 +103,18 @@ macro_rules! endpoint_columns {
     };
 }
 
-/// What a new endpoint is made of.
-#[derive(Debug)]
+/// What a new endpoint is made of (its secret included, hence no derived `Debug`).
 pub struct NewEndpoint<'a> {
     pub url: &'a str,
     pub description: &'a str,
     pub event_types: &'a [String],
     pub secret: &'a str,
+}
+
+impl std::fmt::Debug for NewEndpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEndpoint").field("description", &self.description).finish_non_exhaustive()
+    }
 }
 
 pub async fn create(tx: &mut Tx, tenant_id: Uuid, new: &NewEndpoint<'_>) -> Result<WebhookEndpoint, TenancyError> {
