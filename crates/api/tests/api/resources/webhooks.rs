@@ -297,6 +297,10 @@ async fn a_todo_write_is_delivered_once_signed_with_the_endpoint_secret(backend:
     assert_eq!(detail["attempt_log"][0]["outcome"], "delivered");
     assert_eq!(detail["attempt_log"][0]["response_excerpt"], "receiver says hi");
 
+    let metrics = app.state.metrics.render();
+    assert!(metrics.contains("webhook_deliveries_total{outcome=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("webhook_delivery_duration_seconds_count 1"), "{metrics}");
+
     jobs.run_due().await;
     assert_eq!(receiver.received.all().len(), 1, "relaying again delivers nothing again");
     let db = &app.state.db;
@@ -311,7 +315,7 @@ async fn a_todo_write_is_delivered_once_signed_with_the_endpoint_secret(backend:
 
 async fn during_a_rotation_both_secrets_sign_and_after_the_overlap_only_the_new_one(backend: Backend) {
     let Some(app) = spawn_app(backend, allow_loopback).await else { return };
-    app.create_tenant("hooks-rotate").await;
+    let tenant: Uuid = app.create_tenant("hooks-rotate").await["id"].as_str().unwrap().parse().unwrap();
     let token = app.token(Some("hooks-rotate"), "alice", ADMIN);
     let receiver = Receiver::start().await;
     let endpoint = create_endpoint(&app, &token, &receiver.url, &["todo.created"]).await;
@@ -338,6 +342,32 @@ async fn during_a_rotation_both_secrets_sign_and_after_the_overlap_only_the_new_
     let (headers, body) = receiver.received.all().remove(1);
     assert!(!verifies(&old, &headers, &body, jobs.clock.now()), "the old secret no longer signs");
     assert!(verifies(&new, &headers, &body, jobs.clock.now()));
+
+    let audit = send(&app, Method::GET, "/api/v1/audit-events", &token, None).await.text().await.unwrap();
+    assert!(audit.contains("webhook_endpoint.secret_rotated"));
+    let mut stored = audit;
+    let mut tx = app.state.db.begin().await.unwrap();
+    bind_tenant(&mut tx, tenant).await.unwrap();
+    let mut rows: Vec<(String,)> =
+        on_tx!(&mut tx, |conn| sqlx::query_as("SELECT payload FROM jobs").fetch_all(conn).await).unwrap();
+    let events: Vec<(String,)> = on_tx!(&mut tx, |conn| sqlx::query_as(
+        "SELECT payload FROM outbox_events WHERE tenant_id = $1"
+    )
+    .bind(tenant)
+    .fetch_all(conn)
+    .await)
+    .unwrap();
+    assert!(!events.is_empty());
+    rows.extend(events);
+    tx.commit().await.unwrap();
+    stored.extend(rows.into_iter().map(|(p,)| p));
+    for (_, body) in receiver.received.all() {
+        stored.push_str(std::str::from_utf8(&body).unwrap());
+    }
+    for secret in [old.expose(), new.expose()] {
+        assert!(!stored.contains(secret.as_str()), "a secret leaked into the audit log, a job or a payload");
+    }
+    assert!(!stored.contains("whsec_"));
     app.stop().await;
 }
 
@@ -430,6 +460,12 @@ async fn an_endpoint_failing_every_attempt_is_disabled_with_an_audit_row_and_an_
     let failed = failed["items"].as_array().unwrap();
     assert!(failed.len() >= 2, "{failed:?}");
     assert!(failed.iter().all(|d| d["last_status_code"] == 500));
+
+    let path = format!("/api/v1/webhooks/{id}");
+    let enabled: Value =
+        send(&app, Method::PATCH, &path, &token, Some(json!({"enabled": true}))).await.json().await.unwrap();
+    assert_eq!((enabled["enabled"].as_bool(), enabled["consecutive_failures"].as_i64()), (Some(true), Some(0)));
+    assert!(enabled["disabled_reason"].is_null() && enabled["disabled_at"].is_null(), "{enabled}");
     app.stop().await;
 }
 
