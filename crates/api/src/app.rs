@@ -104,7 +104,13 @@ impl Application {
                  reach it can mint any token; set PALISADE_ENVIRONMENT=production for a shared deployment"
             );
         }
-        let jobs = settings.jobs.enabled.then(|| background::runner(&db, &settings.jobs, metrics.clone()));
+        let jobs = match settings.jobs.enabled {
+            true => Some(
+                background::runner(&db, &settings.jobs, &settings.webhooks, metrics.clone())
+                    .map_err(|error| StartupError::Config(vec![format!("webhooks: {error}")]))?,
+            ),
+            false => None,
+        };
         let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
         let state = AppState {
             settings: Arc::new(settings),

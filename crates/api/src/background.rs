@@ -1,5 +1,7 @@
 //! The server's background jobs (docs/jobs.md): the handlers and the schedule the job runner of
-//! each instance starts with. New kinds register here. Export expiry joins the cleanups when
+//! each instance starts with. New kinds register here: the cleanups, and the webhook relay
+//! (`webhooks.relay`, every `webhooks.relay_interval`) with its deliveries (`webhooks.deliver`).
+//! Export expiry joins the cleanups when
 //! exports land: a `cleanup.exports` handler deleting expired export files and rows, scheduled
 //! like the others.
 
@@ -9,10 +11,14 @@ use futures::{FutureExt, future::BoxFuture};
 use palisade_jobs::{Backoff, Job, JobFailure, JobsConfig, Queue, Registry, Runner, SystemClock};
 use palisade_ops::Metrics;
 use palisade_store::{Database, Tx, on_tx};
+use palisade_webhooks::{Sender, SenderConfig};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::idempotency;
+use crate::{
+    idempotency,
+    webhooks::{WebhooksConfig, deliver::Deliverer, relay},
+};
 
 /// Deletes idempotency keys past their retention, in every tenant.
 pub const PURGE_IDEMPOTENCY_KEYS: &str = "cleanup.idempotency_keys";
@@ -22,6 +28,9 @@ pub const PURGE_AUDIT_EVENTS: &str = "cleanup.audit_events";
 pub const PURGE_OUTBOX_EVENTS: &str = "cleanup.outbox_events";
 /// Deletes finished and dead jobs older than `jobs.retain_finished`.
 pub const PURGE_FINISHED_JOBS: &str = "cleanup.finished_jobs";
+/// Deletes webhook deliveries (and their attempts) older than `webhooks.delivery_retention`.
+pub const PURGE_WEBHOOK_DELIVERIES: &str = "cleanup.webhook_deliveries";
+pub use crate::webhooks::relay::{DELIVER as DELIVER_WEBHOOK, RELAY as RELAY_WEBHOOKS};
 
 /// The queue as configured.
 pub fn queue(db: &Database, config: &JobsConfig) -> Queue {
@@ -29,11 +38,42 @@ pub fn queue(db: &Database, config: &JobsConfig) -> Queue {
     Queue::new(db.clone(), Arc::new(SystemClock), backoff, config.max_attempts, config.job_timeout)
 }
 
-/// The runner with every handler and the cleanup schedule; started by [`crate::Application`].
-pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runner {
-    let queue = queue(db, config);
+/// The webhook sender as configured (`[webhooks]`).
+pub fn sender(config: &WebhooksConfig) -> Result<Sender, palisade_webhooks::SenderError> {
+    Sender::new(SenderConfig {
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.request_timeout,
+        max_response_bytes: config.max_response_bytes,
+        allow: config.allow_networks.clone(),
+        user_agent: format!("palisade-webhooks/{}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// The runner with every handler and the schedule; started by [`crate::Application`].
+pub fn runner(
+    db: &Database,
+    jobs: &JobsConfig,
+    webhooks: &WebhooksConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Runner, palisade_webhooks::SenderError> {
+    let queue = queue(db, jobs);
+    let registry = registry(db, &queue, jobs, webhooks, Arc::new(sender(webhooks)?), metrics.clone());
+    Ok(Runner::new(queue, registry, jobs.clone(), metrics))
+}
+
+/// Every handler and the schedule, working through `queue` (whose clock tests may set).
+pub fn registry(
+    db: &Database,
+    queue: &Queue,
+    config: &JobsConfig,
+    webhooks: &WebhooksConfig,
+    sender: Arc<Sender>,
+    metrics: Arc<Metrics>,
+) -> Registry {
     let every = config.cleanup_interval;
-    let registry = Registry::default()
+    let deliverer =
+        Deliverer::new(db.clone(), queue.clone(), sender, Arc::new(webhooks.clone()), metrics.clone()).handler();
+    Registry::default()
         .handle(PURGE_IDEMPOTENCY_KEYS, with_db(db, |db| async move { purge_idempotency_keys(&db).await.map(drop) }))
         .handle(
             PURGE_AUDIT_EVENTS,
@@ -56,11 +96,32 @@ pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runn
                 async move { queue.purge_finished(before(retain)).await.map(drop).map_err(JobFailure::from) }.boxed()
             }
         })
+        .handle(
+            PURGE_WEBHOOK_DELIVERIES,
+            with_db(db, {
+                let retention = webhooks.delivery_retention;
+                move |db| async move { purge_webhook_deliveries(&db, before(retention)).await.map(drop) }
+            }),
+        )
+        .handle(RELAY_WEBHOOKS, {
+            let (db, queue) = (db.clone(), queue.clone());
+            move |_job: Job| {
+                let (db, queue, metrics) = (db.clone(), queue.clone(), metrics.clone());
+                async move {
+                    let pass = relay::relay_once(&db, &queue).await?;
+                    metrics.webhook_relay_lag_seconds.set(pass.oldest_wait.as_secs_f64());
+                    Ok(())
+                }
+                .boxed()
+            }
+        })
+        .handle(DELIVER_WEBHOOK, deliverer)
         .every(PURGE_IDEMPOTENCY_KEYS, every)
         .every(PURGE_AUDIT_EVENTS, every)
         .every(PURGE_OUTBOX_EVENTS, every)
-        .every(PURGE_FINISHED_JOBS, every);
-    Runner::new(queue, registry, config.clone(), metrics)
+        .every(PURGE_FINISHED_JOBS, every)
+        .every(PURGE_WEBHOOK_DELIVERIES, every)
+        .every(RELAY_WEBHOOKS, webhooks.relay_interval)
 }
 
 /// A handler that needs only the database.
@@ -91,6 +152,34 @@ pub async fn purge_idempotency_keys(db: &Database) -> Result<u64, palisade_store
         bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
         purged += on_tx!(&mut tx, |conn| sqlx::query(
             "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND created_at < $2"
+        )
+        .bind(tenant)
+        .bind(cutoff)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| db.observe(e))?;
+        tx.commit().await?;
+    }
+    Ok(purged)
+}
+
+/// Deletes webhook deliveries created before `cutoff`, with their attempts, tenant by tenant;
+/// returns how many deliveries.
+pub async fn purge_webhook_deliveries(
+    db: &Database,
+    cutoff: OffsetDateTime,
+) -> Result<u64, palisade_store::StoreError> {
+    let mut tx = db.begin().await?;
+    let tenants: Vec<(Uuid,)> = on_tx!(&mut tx, |conn| sqlx::query_as("SELECT id FROM tenants").fetch_all(conn).await)
+        .map_err(|e| db.observe(e))?;
+    tx.commit().await?;
+    let mut purged = 0;
+    for (tenant,) in tenants {
+        let mut tx = db.begin().await?;
+        bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
+        purged += on_tx!(&mut tx, |conn| sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND created_at < $2"
         )
         .bind(tenant)
         .bind(cutoff)

@@ -13,6 +13,7 @@ pub mod resources;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod webhooks;
 
 pub use app::{Application, StartupError, build_router};
 pub use settings::{Environment, Settings};

@@ -15,6 +15,8 @@ use palisade_ops::{
 };
 use palisade_store::{Backend, DatabaseConfig, RedisConfig};
 use palisade_tenancy::TenancyConfig;
+
+use crate::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 
 /// Where the process runs. Anything but `development` is treated as production: insecure
@@ -63,6 +65,7 @@ pub struct Settings {
     pub compression: CompressionConfig,
     pub api_docs: ApiDocsConfig,
     pub jobs: JobsConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
@@ -153,6 +156,7 @@ impl Settings {
                     .with_list_parse_key("client_ip.trusted_proxies")
                     .with_list_parse_key("auth.algorithms")
                     .with_list_parse_key("tenancy.resolution_order")
+                    .with_list_parse_key("webhooks.allow_networks")
                     .source(Some(palisade_env)),
             );
         for (name, key) in WELL_KNOWN {
@@ -194,6 +198,12 @@ impl Settings {
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
         problems.extend(self.jobs.problems());
+        problems.extend(self.webhooks.problems());
+        // A delivery attempt must end before its job's lease does, or another worker would start
+        // the same attempt while the first is still sending.
+        if self.webhooks.request_timeout >= self.jobs.job_timeout {
+            problems.push("webhooks.request_timeout must be shorter than jobs.job_timeout".to_owned());
+        }
         problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());
@@ -431,6 +441,17 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("SQLite")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("redis.url")), "{problems:?}");
         assert!(!settings.auto_migrate());
+    }
+
+    #[test]
+    fn webhook_settings_are_read_from_variables_and_checked_against_the_job_lease() {
+        let settings = load(&[
+            ("PALISADE_WEBHOOKS__ALLOW_NETWORKS", "127.0.0.0/8,10.20.0.0/16"),
+            ("PALISADE_WEBHOOKS__REQUEST_TIMEOUT", "2m"),
+        ]);
+        assert_eq!(settings.webhooks.allow_networks.len(), 2);
+        let problems = settings.problems();
+        assert!(problems.iter().any(|p| p.contains("webhooks.request_timeout must be shorter")), "{problems:?}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ enum End<'a> {
     Dead(&'a str),
     Retry(&'a str, OffsetDateTime),
     Release,
+    Defer(OffsetDateTime),
 }
 
 /// The shared queue's numbers, for the gauges.
@@ -181,6 +182,14 @@ impl Queue {
         self.finish(job, End::Release).await.map(drop)
     }
 
+    /// Gives the job back due at `run_at`, without counting the attempt: the handler chose not to
+    /// run it yet (a rate limit said "later"), which is neither a failure nor progress. The handler
+    /// then returns `Ok`: the runner's [`Queue::complete`] finds the job no longer held and leaves
+    /// it queued. Returns false when the job was no longer this worker's.
+    pub async fn defer(&self, job: &Job, run_at: OffsetDateTime) -> Result<bool, JobsError> {
+        self.finish(job, End::Defer(run_at)).await
+    }
+
     /// Ends this worker's hold on `job`. Returns false when the job is no longer held by this
     /// worker (its lease ran out and another worker took it over).
     async fn finish(&self, job: &Job, end: End<'_>) -> Result<bool, JobsError> {
@@ -189,6 +198,7 @@ impl Queue {
             End::Dead(_) => "status = 'dead', last_error = $4",
             End::Retry(..) => "status = 'queued', last_error = $4, run_at = $5",
             End::Release => "status = 'queued', attempts = attempts - 1",
+            End::Defer(_) => "status = 'queued', attempts = attempts - 1, run_at = $4",
         };
         let sql = format!(
             "UPDATE jobs SET {set}, locked_by = NULL, locked_until = NULL, updated_at = $1 \
@@ -201,6 +211,7 @@ impl Queue {
             match end {
                 End::Dead(error) => query = query.bind(error),
                 End::Retry(error, at) => query = query.bind(error).bind(at),
+                End::Defer(at) => query = query.bind(at),
                 End::Done | End::Release => {}
             }
             query.execute(conn).await.map(|r| r.rows_affected())

@@ -123,7 +123,27 @@ on_both_backends!(
     a_job_still_running_at_the_drain_deadline_is_released_without_counting_the_attempt,
     a_job_that_finishes_within_the_drain_deadline_is_done,
     replicas_scheduling_the_same_period_enqueue_one_job,
+    a_deferred_job_runs_again_when_due_without_its_attempt_counted,
 );
+
+async fn a_deferred_job_runs_again_when_due_without_its_attempt_counted(backend: Backend) {
+    let Some(t) = test_db(backend).await else { return };
+    let clock = ManualClock::new(start_time());
+    let queue = queue_at(&t.db, &clock, 1);
+    queue.enqueue("demo", "deferred", &serde_json::json!({})).await.expect("enqueue");
+    for _ in 0..3 {
+        let job = queue.claim().await.expect("claim").expect("due");
+        assert_eq!(job.attempts, 1, "a deferral does not use up the only attempt");
+        assert!(queue.defer(&job, clock.now() + time::Duration::seconds(5)).await.expect("defer"));
+        queue.complete(&job).await.expect("complete after defer is a no-op");
+        assert_eq!(status_of(&t.db, "deferred").await, ("queued".to_owned(), 0));
+        assert_eq!(queue.claim().await.expect("claim"), None, "not due before the deferral ends");
+        clock.advance(time::Duration::seconds(5));
+    }
+    let job = queue.claim().await.expect("claim").expect("due");
+    queue.complete(&job).await.expect("complete");
+    assert_eq!(status_of(&t.db, "deferred").await, ("done".to_owned(), 1));
+}
 
 async fn a_key_enqueues_one_job_however_often_it_is_enqueued(backend: Backend) {
     let Some(t) = test_db(backend).await else { return };

@@ -14,8 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The route label of a request that matched no route.
@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 18] = [
+pub const CONTRACT: [&str; 22] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -42,6 +42,10 @@ pub const CONTRACT: [&str; 18] = [
     "jobs_failures_total",
     "jobs_dead_letters_total",
     "api_key_authentications_total",
+    "webhook_deliveries_total",
+    "webhook_delivery_duration_seconds",
+    "webhook_endpoints_disabled_total",
+    "webhook_relay_lag_seconds",
 ];
 
 /// The `outcome` labels of `api_key_authentications_total`, all exported from the start.
@@ -84,6 +88,12 @@ pub struct Metrics {
     /// Requests that presented an API key, by outcome (success, malformed, unknown, revoked,
     /// expired, wrong_tenant, unavailable).
     pub api_key_authentications_total: IntCounterVec,
+    /// Webhooks (docs/webhooks.md): attempts by outcome, `deferred` for rate-limit deferrals.
+    pub webhook_deliveries_total: IntCounterVec,
+    pub webhook_delivery_duration_seconds: Histogram,
+    pub webhook_endpoints_disabled_total: IntCounter,
+    /// Set by the relay pass this instance ran last.
+    pub webhook_relay_lag_seconds: Gauge,
 }
 
 /// Build identity for `build_info`.
@@ -171,9 +181,33 @@ impl Metrics {
                 Opts::new("api_key_authentications_total", "Requests that presented an API key, by outcome."),
                 &["outcome"],
             )?,
+            webhook_deliveries_total: IntCounterVec::new(
+                Opts::new(
+                    "webhook_deliveries_total",
+                    "Webhook delivery attempts by outcome (delivered, rejected, refused, timed_out, connect_failed, other; deferred for \
+                     attempts postponed by the tenant rate limit).",
+                ),
+                &["outcome"],
+            )?,
+            webhook_delivery_duration_seconds: Histogram::with_opts(HistogramOpts::new(
+                "webhook_delivery_duration_seconds",
+                "Time from sending a webhook request to the end of its response (or its failure).",
+            ))?,
+            webhook_endpoints_disabled_total: IntCounter::new(
+                "webhook_endpoints_disabled_total",
+                "Webhook endpoints disabled by the server after repeated failed deliveries.",
+            )?,
+            webhook_relay_lag_seconds: Gauge::new(
+                "webhook_relay_lag_seconds",
+                "How long the oldest outbox event relayed by this instance's last relay pass had waited; 0 when \
+                 that pass found none.",
+            )?,
             registry,
         };
         metrics.register_all()?;
+        for outcome in ["delivered", "deferred"] {
+            metrics.webhook_deliveries_total.with_label_values(&[outcome]);
+        }
         metrics.build_info.with_label_values(&[build.version, build.git_sha]).set(1);
         for state in ["idle", "in_use"] {
             metrics.db_pool_connections.with_label_values(&[state]).set(0);
@@ -207,6 +241,10 @@ impl Metrics {
         r.register(Box::new(self.jobs_failures_total.clone()))?;
         r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
         r.register(Box::new(self.api_key_authentications_total.clone()))?;
+        r.register(Box::new(self.webhook_deliveries_total.clone()))?;
+        r.register(Box::new(self.webhook_delivery_duration_seconds.clone()))?;
+        r.register(Box::new(self.webhook_endpoints_disabled_total.clone()))?;
+        r.register(Box::new(self.webhook_relay_lag_seconds.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())

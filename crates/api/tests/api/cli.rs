@@ -133,7 +133,20 @@ async fn migrate_applies_the_migrations_to_a_fresh_postgres_database() {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let forced: Vec<String> = forced.into_iter().map(|(n,)| n).collect();
-    assert_eq!(forced, ["api_keys", "audit_events", "idempotency_keys", "outbox_events", "todos", "users"]);
+    assert_eq!(
+        forced,
+        [
+            "api_keys",
+            "audit_events",
+            "idempotency_keys",
+            "outbox_events",
+            "todos",
+            "users",
+            "webhook_attempts",
+            "webhook_deliveries",
+            "webhook_endpoints"
+        ]
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! Background jobs in the running server (docs/jobs.md): the cleanup schedule runs its jobs to
-//! completion, and each cleanup deletes what has expired and nothing else, through the server's
-//! own (non-owner, row-level-secured) role on PostgreSQL.
+//! Background jobs in the running server (docs/jobs.md): the cleanup schedule and the webhook relay
+//! run their jobs to completion, and each cleanup deletes what has expired and nothing else,
+//! through the server's own (non-owner, row-level-secured) role on PostgreSQL.
 
 use std::time::Duration;
 
@@ -19,9 +19,14 @@ on_both_backends!(
 
 async fn job_statuses(db: &Database) -> Vec<(String, String)> {
     let mut tx = db.begin().await.expect("begin");
-    let rows =
-        on_tx!(&mut tx, |conn| sqlx::query_as("SELECT kind, status FROM jobs ORDER BY kind").fetch_all(conn).await)
-            .expect("jobs");
+    let rows = on_tx!(&mut tx, |conn| sqlx::query_as(
+        "SELECT kind, status FROM jobs WHERE kind LIKE 'cleanup.%' \
+             UNION ALL SELECT DISTINCT kind, status FROM jobs WHERE kind = 'webhooks.relay' AND status = 'done' \
+             ORDER BY 1"
+    )
+    .fetch_all(conn)
+    .await)
+    .expect("jobs");
     tx.commit().await.expect("commit");
     rows
 }
@@ -33,6 +38,8 @@ async fn the_server_runs_each_scheduled_cleanup_to_completion(backend: Backend) 
         background::PURGE_FINISHED_JOBS,
         background::PURGE_IDEMPOTENCY_KEYS,
         background::PURGE_OUTBOX_EVENTS,
+        background::PURGE_WEBHOOK_DELIVERIES,
+        background::RELAY_WEBHOOKS,
     ]
     .map(|kind| (kind.to_owned(), "done".to_owned()))
     .to_vec();
