@@ -101,7 +101,7 @@ impl Application {
                  reach it can mint any token; set PALISADE_ENVIRONMENT=production for a shared deployment"
             );
         }
-        let jobs = settings.jobs.enabled.then(|| background::runner(&db, &settings.jobs, metrics.clone()));
+        let jobs = settings.jobs.enabled.then(|| background::runner(&db, &settings, metrics.clone()));
         let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
         let state = AppState {
             settings: Arc::new(settings),

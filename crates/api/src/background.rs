@@ -1,7 +1,5 @@
 //! The server's background jobs (docs/jobs.md): the handlers and the schedule the job runner of
-//! each instance starts with. New kinds register here. Export expiry joins the cleanups when
-//! exports land: a `cleanup.exports` handler deleting expired export files and rows, scheduled
-//! like the others.
+//! each instance starts with. New kinds register here.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +10,14 @@ use palisade_store::{Database, Tx, on_tx};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::idempotency;
+use crate::{
+    Settings,
+    data_rights::{
+        export::{self, EXPORT_TENANT, PURGE_EXPORTS},
+        purge::{self, PURGE_TENANTS},
+    },
+    idempotency,
+};
 
 /// Deletes idempotency keys past their retention, in every tenant.
 pub const PURGE_IDEMPOTENCY_KEYS: &str = "cleanup.idempotency_keys";
@@ -30,7 +35,8 @@ pub fn queue(db: &Database, config: &JobsConfig) -> Queue {
 }
 
 /// The runner with every handler and the cleanup schedule; started by [`crate::Application`].
-pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runner {
+pub fn runner(db: &Database, settings: &Settings, metrics: Arc<Metrics>) -> Runner {
+    let config = &settings.jobs;
     let queue = queue(db, config);
     let every = config.cleanup_interval;
     let registry = Registry::default()
@@ -56,7 +62,24 @@ pub fn runner(db: &Database, config: &JobsConfig, metrics: Arc<Metrics>) -> Runn
                 async move { queue.purge_finished(before(retain)).await.map(drop).map_err(JobFailure::from) }.boxed()
             }
         })
+        .handle(EXPORT_TENANT, {
+            let (db, exports, metrics) = (db.clone(), settings.exports.clone(), metrics.clone());
+            move |job: Job| export::run(db.clone(), exports.clone(), metrics.clone(), job).boxed()
+        })
+        .handle(
+            PURGE_EXPORTS,
+            with_db(db, |db| async move { export::purge_expired(&db, OffsetDateTime::now_utc()).await.map(drop) }),
+        )
+        .handle(PURGE_TENANTS, {
+            let (db, grace, metrics) = (db.clone(), settings.tenancy.erasure_grace, metrics.clone());
+            move |_job: Job| {
+                let (db, metrics) = (db.clone(), metrics.clone());
+                async move { purge::purge_due(&db, grace, &metrics).await.map(drop).map_err(JobFailure::from) }.boxed()
+            }
+        })
         .every(PURGE_IDEMPOTENCY_KEYS, every)
+        .every(PURGE_EXPORTS, every)
+        .every(PURGE_TENANTS, every)
         .every(PURGE_AUDIT_EVENTS, every)
         .every(PURGE_OUTBOX_EVENTS, every)
         .every(PURGE_FINISHED_JOBS, every);
@@ -104,7 +127,7 @@ pub async fn purge_idempotency_keys(db: &Database) -> Result<u64, palisade_store
 }
 
 /// `app.tenant_id` for the rest of the transaction (PostgreSQL; SQLite has no row-level security).
-async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
     if let Tx::Postgres(tx) = tx {
         sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut **tx).await?;
     }

@@ -17,6 +17,8 @@ use palisade_store::{Backend, DatabaseConfig, RedisConfig};
 use palisade_tenancy::TenancyConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::data_rights::ExportsConfig;
+
 /// Where the process runs. Anything but `development` is treated as production: insecure
 /// settings are refused at startup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,7 @@ pub struct Settings {
     pub compression: CompressionConfig,
     pub api_docs: ApiDocsConfig,
     pub jobs: JobsConfig,
+    pub exports: ExportsConfig,
 }
 
 /// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
@@ -194,6 +197,7 @@ impl Settings {
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
         problems.extend(self.jobs.problems());
+        problems.extend(self.exports.problems());
         problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());

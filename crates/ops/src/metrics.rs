@@ -14,8 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The route label of a request that matched no route.
@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 17] = [
+pub const CONTRACT: [&str; 23] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -41,6 +41,12 @@ pub const CONTRACT: [&str; 17] = [
     "jobs_oldest_age_seconds",
     "jobs_failures_total",
     "jobs_dead_letters_total",
+    "jobs_running_overdue",
+    "tenant_exports_total",
+    "tenant_export_bytes",
+    "tenant_export_duration_seconds",
+    "tenant_purges_total",
+    "tenants_pending_purge",
 ];
 
 /// Process metrics of the running server (Linux only: read from /proc). Dashboards chart CPU and
@@ -76,6 +82,13 @@ pub struct Metrics {
     pub jobs_oldest_age_seconds: Gauge,
     pub jobs_failures_total: IntCounterVec,
     pub jobs_dead_letters_total: IntCounterVec,
+    pub jobs_running_overdue: IntGauge,
+    /// Data rights (docs/data-rights.md).
+    pub tenant_exports_total: IntCounterVec,
+    pub tenant_export_bytes: Histogram,
+    pub tenant_export_duration_seconds: Histogram,
+    pub tenant_purges_total: IntCounter,
+    pub tenants_pending_purge: IntGauge,
 }
 
 /// Build identity for `build_info`.
@@ -159,6 +172,33 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            jobs_running_overdue: IntGauge::new(
+                "jobs_running_overdue",
+                "Background jobs marked running whose lease has run out (a stuck or vanished worker), over all instances.",
+            )?,
+            tenant_exports_total: IntCounterVec::new(
+                Opts::new(
+                    "tenant_exports_total",
+                    "Tenant export jobs finished, by outcome (completed, failed, skipped).",
+                ),
+                &["outcome"],
+            )?,
+            tenant_export_bytes: Histogram::with_opts(
+                HistogramOpts::new("tenant_export_bytes", "Size of completed tenant export archives, in bytes.")
+                    .buckets(prometheus::exponential_buckets(1024.0, 4.0, 12)?),
+            )?,
+            tenant_export_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new("tenant_export_duration_seconds", "Time to build and store a tenant export.")
+                    .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
+            )?,
+            tenant_purges_total: IntCounter::new(
+                "tenant_purges_total",
+                "Deleted tenants purged after their erasure grace.",
+            )?,
+            tenants_pending_purge: IntGauge::new(
+                "tenants_pending_purge",
+                "Tenants deleted and not yet purged (sampled by each tenant.purge run), over all instances.",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -169,6 +209,9 @@ impl Metrics {
         // Exported from the start so the alert rules' `increase(redis_errors_total[…])` has a
         // series to work on, also where Redis is not configured (and nothing is ever counted).
         metrics.redis_errors_total.with_label_values(&["ping"]);
+        for outcome in ["completed", "failed", "skipped"] {
+            metrics.tenant_exports_total.with_label_values(&[outcome]);
+        }
         Ok(Arc::new(metrics))
     }
 
@@ -191,6 +234,12 @@ impl Metrics {
         r.register(Box::new(self.jobs_oldest_age_seconds.clone()))?;
         r.register(Box::new(self.jobs_failures_total.clone()))?;
         r.register(Box::new(self.jobs_dead_letters_total.clone()))?;
+        r.register(Box::new(self.jobs_running_overdue.clone()))?;
+        r.register(Box::new(self.tenant_exports_total.clone()))?;
+        r.register(Box::new(self.tenant_export_bytes.clone()))?;
+        r.register(Box::new(self.tenant_export_duration_seconds.clone()))?;
+        r.register(Box::new(self.tenant_purges_total.clone()))?;
+        r.register(Box::new(self.tenants_pending_purge.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())

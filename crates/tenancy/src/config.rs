@@ -31,6 +31,10 @@ pub struct TenancyConfig {
     pub cache_capacity: u64,
     /// Create the `demo` tenant at startup in development, so `palisade token --tenant demo` works.
     pub seed_demo_tenant: bool,
+    /// How long a deleted tenant can be restored; after this the `tenant.purge` job erases its
+    /// data for good (docs/data-rights.md).
+    #[serde(with = "humantime_serde")]
+    pub erasure_grace: Duration,
 }
 
 impl Default for TenancyConfig {
@@ -41,6 +45,7 @@ impl Default for TenancyConfig {
             cache_ttl: Duration::from_secs(30),
             cache_capacity: 10_000,
             seed_demo_tenant: true,
+            erasure_grace: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -127,7 +127,7 @@ where
         } else {
             // A read is one transaction: the user's lookup and the handler's queries share it.
             let mut session = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
-            match users::find(session.tx().await?, tenant.id, &auth.subject).await? {
+            match users::find_in_live_tenant(session.tx().await?, tenant.id, &auth.subject).await? {
                 Some(user) => (user, session),
                 None => {
                     drop(session);
@@ -143,7 +143,7 @@ where
 /// The user for `subject`, looked up in a read transaction, and provisioned on first sight.
 async fn provisioned(db: &Database, tenant: &Tenant, subject: &str, meta: &RequestMeta) -> Result<User, TenancyError> {
     let mut lookup = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
-    if let Some(user) = users::find(lookup.tx().await?, tenant.id, subject).await? {
+    if let Some(user) = users::find_in_live_tenant(lookup.tx().await?, tenant.id, subject).await? {
         return Ok(user);
     }
     drop(lookup);
