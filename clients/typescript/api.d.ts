@@ -1627,7 +1627,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/gzip": number[];
+                    "application/gzip": string;
                 };
             };
             /** @description Not modified: the representation is the one the client holds (no body) */

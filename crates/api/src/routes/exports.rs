@@ -70,7 +70,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<Ex
 /// Download a ready export's archive (tar.gz; format in docs/data-rights.md).
 #[utoipa::path(get, path = "/exports/{id}/archive", operation_id = "download_export", tag = "exports",
     params(("id" = Uuid, Path)),
-    responses((status = 200, content_type = "application/gzip", body = Vec<u8>,
+    responses((status = 200, content_type = "application/gzip", body = String,
         description = "The archive; its SHA-256 is the export's `sha256`"), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn download(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
