@@ -24,7 +24,8 @@ pub struct TenancyConfig {
     pub resolution_order: Vec<TenantSource>,
     /// With `acme.example.com` as base domain, `t1.acme.example.com` names tenant `t1`.
     pub base_domain: Option<String>,
-    /// How long a tenant lookup is reused. A suspension takes effect on other replicas within this.
+    /// How long a tenant lookup is reused. Suspension and deletion do not wait for it: the
+    /// per-request user lookup re-reads the tenant's status (`users::find_in_live_tenant`).
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
     /// Most tenants (and unknown names) kept in the lookup cache.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use palisade_jobs::{Job, JobFailure, Queue};
+use palisade_jobs::{Job, JobFailure, JobsError, Queue};
 use palisade_ops::Metrics;
 use palisade_store::{Database, Page, PageRequest, StoreError, Tx, on_tx};
 use palisade_tenancy::{RequestMeta, TenancyError, audit::Change, session::bind_tenant, write};
@@ -150,7 +150,10 @@ pub async fn request(
     queue
         .enqueue_in(tx, EXPORT_TENANT, &format!("export:{id}"), &ExportJob { export_id: id, tenant_id }, now)
         .await
-        .map_err(|e| TenancyError::Event(e.to_string()))?;
+        .map_err(|e| match e {
+            JobsError::Store(store) => TenancyError::Store(store),
+            JobsError::Payload(payload) => TenancyError::Event(payload.to_string()),
+        })?;
     Ok(row.into())
 }
 
