@@ -27,8 +27,8 @@ pub struct Table {
 /// What an export holds. A table that does not exist in this database is skipped (and is absent
 /// from the manifest), so a line may name a table that a later migration creates.
 ///
-/// Merge hook: API keys (migration 0006) and webhook endpoints (0007) join with one line each,
-/// listing their columns *without* the key hash or the signing secret.
+/// API keys (migration 0006) are listed without `secret_hash`. Merge hook: webhook endpoints
+/// (0007) join with one line listing their columns *without* the signing secret.
 pub const TABLES: &[Table] = &[
     Table { name: "tenants", key: "id", columns: "id, slug, name, status, created_at, updated_at" },
     Table { name: "users", key: "tenant_id", columns: "id, tenant_id, subject, role, created_at, updated_at" },
@@ -41,6 +41,12 @@ pub const TABLES: &[Table] = &[
         name: "audit_events",
         key: "tenant_id",
         columns: "id, tenant_id, actor, action, resource_type, resource_id, request_id, client_ip, created_at",
+    },
+    Table {
+        name: "api_keys",
+        key: "tenant_id",
+        columns: "id, tenant_id, lookup_id, name, scopes, created_by, created_at, expires_at, last_used_at, \
+                  last_used_ip, revoked_at",
     },
 ];
 
