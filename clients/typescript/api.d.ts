@@ -131,6 +131,58 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/exports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the tenant's exports, newest first. */
+        get: operations["list_exports"];
+        put?: never;
+        /** Start an export of the tenant's data. */
+        post: operations["create_export"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/exports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An export's status, with each file's row count and checksum once it is ready. */
+        get: operations["get_export"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/exports/{id}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Download a ready export's archive (tar.gz; format in docs/data-rights.md). */
+        get: operations["download_export"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants": {
         parameters: {
             query?: never;
@@ -160,7 +212,11 @@ export interface paths {
         get: operations["get_tenant"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete a tenant (erasure, GDPR art. 17). At once every request for it answers 410; its data is
+         *     purged `tenancy.erasure_grace` later, leaving only a tombstone. Until then it can be restored.
+         */
+        delete: operations["delete_tenant"];
         options?: never;
         head?: never;
         patch?: never;
@@ -177,6 +233,23 @@ export interface paths {
         put?: never;
         /** Reactivate a suspended tenant. */
         post: operations["reactivate_tenant"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Restore a deleted tenant during its erasure grace; it returns to its status before. */
+        post: operations["restore_tenant"];
         delete?: never;
         options?: never;
         head?: never;
@@ -266,6 +339,24 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/me/data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Everything the platform holds about the caller: the subject and its user in each tenant. */
+        get: operations["get_my_data"];
+        put?: never;
+        post?: never;
+        /** Erase the caller's personal data: the subject is replaced by a pseudonym in every tenant. */
+        delete: operations["erase_my_data"];
         options?: never;
         head?: never;
         patch?: never;
@@ -472,11 +563,74 @@ export interface components {
             /** Format: uuid */
             tenant_id: string;
         };
+        /** @description The result of an erasure. */
+        Erasure: {
+            /**
+             * Format: int64
+             * @description Users (one per tenant) whose subject was replaced.
+             */
+            erased: number;
+            /** @description What replaced the subject in those users and names them in the `user.erased` audit rows. */
+            pseudonym: string;
+        };
+        /** @description An export of the tenant's data, as its status endpoint shows it. */
+        Export: {
+            /** Format: date-time */
+            completed_at?: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** @description Why it failed. */
+            error?: string | null;
+            /**
+             * Format: date-time
+             * @description The export and its archive are deleted then.
+             */
+            expires_at: string;
+            /** @description The archive's files with their row counts and checksums, once ready. */
+            files?: components["schemas"]["ManifestFile"][] | null;
+            /**
+             * Format: int32
+             * @description The archive's format version (docs/data-rights.md).
+             */
+            format_version: number;
+            /** Format: uuid */
+            id: string;
+            /** @description The subject that asked for it. */
+            requested_by: string;
+            /** @description Lowercase hex SHA-256 of the archive, once ready. */
+            sha256?: string | null;
+            /**
+             * Format: int64
+             * @description The archive's size in bytes, once ready.
+             */
+            size_bytes?: number | null;
+            status: components["schemas"]["ExportStatus"];
+        };
+        /** @enum {string} */
+        ExportStatus: "pending" | "running" | "ready" | "failed";
         /** @description One invalid field of a request body or query. */
         FieldError: {
             /** @description The field's name (empty when the problem is the body as a whole). */
             field: string;
             message: string;
+        };
+        /** @description One file of the archive. */
+        ManifestFile: {
+            /** Format: int64 */
+            bytes: number;
+            /**
+             * @description `<table>.ndjson`.
+             * @example todos.ndjson
+             */
+            name: string;
+            /**
+             * Format: int64
+             * @description Lines (rows) in the file.
+             */
+            rows: number;
+            /** @description Lowercase hex SHA-256 of the file. */
+            sha256: string;
+            table: string;
         };
         /**
          * @description An authenticated caller. Produced by [`crate::Authenticator::authenticate`] or by using it as
@@ -499,6 +653,23 @@ export interface components {
              *     crate reconciles it with the `X-Tenant-ID` header and the subdomain.
              */
             tenant?: string | null;
+        };
+        /** @description One tenant the subject is a user of. */
+        Membership: {
+            /** Format: date-time */
+            created_at: string;
+            role: components["schemas"]["Role"];
+            /** Format: uuid */
+            tenant_id: string;
+            tenant_name: string;
+            tenant_slug: string;
+            /** Format: date-time */
+            updated_at: string;
+            /**
+             * Format: uuid
+             * @description The user's id in that tenant.
+             */
+            user_id: string;
         };
         NewApiKey: {
             /**
@@ -598,10 +769,52 @@ export interface components {
             next_cursor?: string | null;
         };
         /** @description A page of a list; pass `next_cursor` as `cursor` for the next one. */
+        Page_Export: {
+            items: {
+                /** Format: date-time */
+                completed_at?: string | null;
+                /** Format: date-time */
+                created_at: string;
+                /** @description Why it failed. */
+                error?: string | null;
+                /**
+                 * Format: date-time
+                 * @description The export and its archive are deleted then.
+                 */
+                expires_at: string;
+                /** @description The archive's files with their row counts and checksums, once ready. */
+                files?: components["schemas"]["ManifestFile"][] | null;
+                /**
+                 * Format: int32
+                 * @description The archive's format version (docs/data-rights.md).
+                 */
+                format_version: number;
+                /** Format: uuid */
+                id: string;
+                /** @description The subject that asked for it. */
+                requested_by: string;
+                /** @description Lowercase hex SHA-256 of the archive, once ready. */
+                sha256?: string | null;
+                /**
+                 * Format: int64
+                 * @description The archive's size in bytes, once ready.
+                 */
+                size_bytes?: number | null;
+                status: components["schemas"]["ExportStatus"];
+            }[];
+            /** @description Absent (`null`) on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list; pass `next_cursor` as `cursor` for the next one. */
         Page_Tenant: {
             items: {
                 /** Format: date-time */
                 created_at: string;
+                /**
+                 * Format: date-time
+                 * @description When erasure was requested; the tenant is purged `tenancy.erasure_grace` later.
+                 */
+                deleted_at?: string | null;
                 /** Format: uuid */
                 id: string;
                 name: string;
@@ -772,9 +985,20 @@ export interface components {
         RoleChange: {
             role: components["schemas"]["Role"];
         };
+        /** @description Everything the platform holds about the caller as a person. */
+        SubjectData: {
+            memberships: components["schemas"]["Membership"][];
+            /** @description The token subject: the only personal identifier the platform stores for a user. */
+            subject: string;
+        };
         Tenant: {
             /** Format: date-time */
             created_at: string;
+            /**
+             * Format: date-time
+             * @description When erasure was requested; the tenant is purged `tenancy.erasure_grace` later.
+             */
+            deleted_at?: string | null;
             /** Format: uuid */
             id: string;
             name: string;
@@ -784,7 +1008,7 @@ export interface components {
             updated_at: string;
         };
         /** @enum {string} */
-        TenantStatus: "active" | "suspended";
+        TenantStatus: "active" | "suspended" | "deleted";
         Todo: {
             /** Format: date-time */
             created_at: string;
@@ -1019,8 +1243,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1159,8 +1392,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1310,8 +1552,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1447,8 +1698,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1584,8 +1844,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1721,8 +1990,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1875,8 +2153,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2024,8 +2311,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2162,8 +2458,647 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_exports: {
+        parameters: {
+            query?: {
+                /** @description Page size, 1 to 100 (default 20). */
+                limit?: number | null;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string | null;
+            };
+            header?: {
+                /** @description ETags the client holds (`*` for any): 304 when one is current */
+                "If-None-Match"?: string;
+                /** @description An HTTP date: 304 when unchanged since (ignored with If-None-Match) */
+                "If-Modified-Since"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Export"];
+                };
+            };
+            /** @description Not modified: the representation is the one the client holds (no body) */
+            304: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_export: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    /** @description The export's status */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_export: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETags the client holds (`*` for any): 304 when one is current */
+                "If-None-Match"?: string;
+                /** @description An HTTP date: 304 when unchanged since (ignored with If-None-Match) */
+                "If-Modified-Since"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            /** @description Not modified: the representation is the one the client holds (no body) */
+            304: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    download_export: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETags the client holds (`*` for any): 304 when one is current */
+                "If-None-Match"?: string;
+                /** @description An HTTP date: 304 when unchanged since (ignored with If-None-Match) */
+                "If-Modified-Since"?: string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The archive; its SHA-256 is the export's `sha256` */
+            200: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": string;
+                };
+            };
+            /** @description Not modified: the representation is the one the client holds (no body) */
+            304: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2316,8 +3251,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2455,8 +3399,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2606,8 +3559,163 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_tenant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2743,8 +3851,163 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    restore_tenant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2880,8 +4143,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3036,8 +4308,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3180,8 +4461,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3331,8 +4621,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3470,8 +4769,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3615,8 +4923,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3769,8 +5086,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3918,8 +5244,319 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_my_data: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description ETags the client holds (`*` for any): 304 when one is current */
+                "If-None-Match"?: string;
+                /** @description An HTTP date: 304 when unchanged since (ignored with If-None-Match) */
+                "If-Modified-Since"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubjectData"];
+                };
+            };
+            /** @description Not modified: the representation is the one the client holds (no body) */
+            304: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description If-Match did not match the current ETag */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation failed (field errors) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    /** @description IETF draft: requests left and seconds until full */
+                    RateLimit?: string;
+                    /** @description IETF draft: the policies that applied */
+                    "RateLimit-Policy"?: string;
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Server error (details in logs, by request id) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; retry */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    erase_my_data: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Erasure"];
+                };
+            };
+            /** @description Malformed request (bad JSON, header or cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid token */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge with error and error_description */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Insufficient scope, suspended tenant, or tenant mismatch */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource in this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4069,8 +5706,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4210,8 +5856,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4364,8 +6019,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4505,8 +6169,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4654,8 +6327,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4805,8 +6487,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4944,8 +6635,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5089,8 +6789,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5247,8 +6956,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5399,8 +7117,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5536,8 +7263,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5677,8 +7413,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Conflict (slug taken, idempotent request in progress) */
+            /** @description Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant was deleted (erasure requested; docs/data-rights.md) */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -106,7 +106,7 @@ impl Application {
         }
         let jobs = match settings.jobs.enabled {
             true => Some(
-                background::runner(&db, &settings.jobs, &settings.webhooks, metrics.clone())
+                background::runner(&db, &settings, metrics.clone())
                     .map_err(|error| StartupError::Config(vec![format!("webhooks: {error}")]))?,
             ),
             false => None,

@@ -1,9 +1,7 @@
 //! The server's background jobs (docs/jobs.md): the handlers and the schedule the job runner of
-//! each instance starts with. New kinds register here: the cleanups, and the webhook relay
-//! (`webhooks.relay`, every `webhooks.relay_interval`) with its deliveries (`webhooks.deliver`).
-//! Export expiry joins the cleanups when
-//! exports land: a `cleanup.exports` handler deleting expired export files and rows, scheduled
-//! like the others.
+//! each instance starts with. New kinds register here: the cleanups (export expiry among them),
+//! the tenant purge and exports, and the webhook relay (`webhooks.relay`, every
+//! `webhooks.relay_interval`) with its deliveries (`webhooks.deliver`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +14,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    Settings,
+    data_rights::{
+        export::{self, EXPORT_TENANT, PURGE_EXPORTS},
+        purge::{self, PURGE_TENANTS},
+    },
     idempotency,
     webhooks::{WebhooksConfig, deliver::Deliverer, relay},
 };
@@ -52,24 +55,23 @@ pub fn sender(config: &WebhooksConfig) -> Result<Sender, palisade_webhooks::Send
 /// The runner with every handler and the schedule; started by [`crate::Application`].
 pub fn runner(
     db: &Database,
-    jobs: &JobsConfig,
-    webhooks: &WebhooksConfig,
+    settings: &Settings,
     metrics: Arc<Metrics>,
 ) -> Result<Runner, palisade_webhooks::SenderError> {
-    let queue = queue(db, jobs);
-    let registry = registry(db, &queue, jobs, webhooks, Arc::new(sender(webhooks)?), metrics.clone());
-    Ok(Runner::new(queue, registry, jobs.clone(), metrics))
+    let queue = queue(db, &settings.jobs);
+    let registry = registry(db, &queue, settings, Arc::new(sender(&settings.webhooks)?), metrics.clone());
+    Ok(Runner::new(queue, registry, settings.jobs.clone(), metrics))
 }
 
 /// Every handler and the schedule, working through `queue` (whose clock tests may set).
 pub fn registry(
     db: &Database,
     queue: &Queue,
-    config: &JobsConfig,
-    webhooks: &WebhooksConfig,
+    settings: &Settings,
     sender: Arc<Sender>,
     metrics: Arc<Metrics>,
 ) -> Registry {
+    let (config, webhooks) = (&settings.jobs, &settings.webhooks);
     let every = config.cleanup_interval;
     let deliverer =
         Deliverer::new(db.clone(), queue.clone(), sender, Arc::new(webhooks.clone()), metrics.clone()).handler();
@@ -104,7 +106,7 @@ pub fn registry(
             }),
         )
         .handle(RELAY_WEBHOOKS, {
-            let (db, queue) = (db.clone(), queue.clone());
+            let (db, queue, metrics) = (db.clone(), queue.clone(), metrics.clone());
             move |_job: Job| {
                 let (db, queue, metrics) = (db.clone(), queue.clone(), metrics.clone());
                 async move {
@@ -116,7 +118,24 @@ pub fn registry(
             }
         })
         .handle(DELIVER_WEBHOOK, deliverer)
+        .handle(EXPORT_TENANT, {
+            let (db, exports, metrics) = (db.clone(), settings.exports.clone(), metrics.clone());
+            move |job: Job| export::run(db.clone(), exports.clone(), metrics.clone(), job).boxed()
+        })
+        .handle(
+            PURGE_EXPORTS,
+            with_db(db, |db| async move { export::purge_expired(&db, OffsetDateTime::now_utc()).await.map(drop) }),
+        )
+        .handle(PURGE_TENANTS, {
+            let (db, grace, metrics) = (db.clone(), settings.tenancy.erasure_grace, metrics.clone());
+            move |_job: Job| {
+                let (db, metrics) = (db.clone(), metrics.clone());
+                async move { purge::purge_due(&db, grace, &metrics).await.map(drop).map_err(JobFailure::from) }.boxed()
+            }
+        })
         .every(PURGE_IDEMPOTENCY_KEYS, every)
+        .every(PURGE_EXPORTS, every)
+        .every(PURGE_TENANTS, every)
         .every(PURGE_AUDIT_EVENTS, every)
         .every(PURGE_OUTBOX_EVENTS, every)
         .every(PURGE_FINISHED_JOBS, every)
@@ -193,7 +212,7 @@ pub async fn purge_webhook_deliveries(
 }
 
 /// `app.tenant_id` for the rest of the transaction (PostgreSQL; SQLite has no row-level security).
-async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
+pub(crate) async fn bind(tx: &mut Tx, tenant: Uuid) -> Result<(), sqlx::Error> {
     if let Tx::Postgres(tx) = tx {
         sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(tenant.to_string()).execute(&mut **tx).await?;
     }

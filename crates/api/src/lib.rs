@@ -4,6 +4,7 @@
 pub mod app;
 pub mod background;
 pub mod cli;
+pub mod data_rights;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

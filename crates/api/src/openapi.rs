@@ -42,10 +42,16 @@ pub enum ErrorResponses {
     NotFound(Problem),
     #[response(
         status = 409,
-        description = "Conflict (slug taken, idempotent request in progress)",
+        description = "Conflict (slug taken, idempotent request in progress, export not ready, tenant not deleted)",
         content_type = "application/problem+json"
     )]
     Conflict(Problem),
+    #[response(
+        status = 410,
+        description = "The tenant was deleted (erasure requested; docs/data-rights.md)",
+        content_type = "application/problem+json"
+    )]
+    Gone(Problem),
     #[response(
         status = 412,
         description = "If-Match did not match the current ETag",

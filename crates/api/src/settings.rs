@@ -19,6 +19,8 @@ use palisade_tenancy::TenancyConfig;
 use crate::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::data_rights::ExportsConfig;
+
 /// Where the process runs. Anything but `development` is treated as production: insecure
 /// settings are refused at startup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,7 @@ pub struct Settings {
     pub api_docs: ApiDocsConfig,
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
+    pub exports: ExportsConfig,
 }
 
 /// `[api_docs]`: the API reference page (Swagger UI) at `/docs`.
@@ -204,6 +207,7 @@ impl Settings {
         if self.webhooks.request_timeout >= self.jobs.job_timeout {
             problems.push("webhooks.request_timeout must be shorter than jobs.job_timeout".to_owned());
         }
+        problems.extend(self.exports.problems());
         problems.extend(self.log.problems());
         problems.extend(self.telemetry.problems());
         problems.extend(self.sentry.problems());

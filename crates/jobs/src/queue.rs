@@ -57,6 +57,10 @@ pub struct Depth {
     pub queued: i64,
     /// How long the job waiting longest has been due (zero when none is due).
     pub oldest_due: Duration,
+    /// Jobs marked running whose lease has run out: a worker that is stuck or vanished. The next
+    /// claim takes them over (or the reaper dead-letters a last attempt), so a lasting non-zero
+    /// value means nothing is claiming.
+    pub running_overdue: i64,
 }
 
 const CLAIM_WHERE: &str = "(status = 'queued' AND run_at <= $3) \
@@ -242,16 +246,20 @@ impl Queue {
     pub async fn depth(&self) -> Result<Depth, JobsError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
-        let (queued, oldest): (i64, Option<OffsetDateTime>) = on_tx!(&mut tx, |conn| sqlx::query_as(
-            "SELECT count(*), min(CASE WHEN run_at <= $1 THEN run_at END) FROM jobs WHERE status = 'queued'"
-        )
-        .bind(now)
-        .fetch_one(conn)
-        .await)
-        .map_err(|e| self.db.observe(e))?;
+        let (queued, oldest, running_overdue): (i64, Option<OffsetDateTime>, i64) =
+            on_tx!(&mut tx, |conn| sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status = 'queued'), \
+             min(CASE WHEN status = 'queued' AND run_at <= $1 THEN run_at END), \
+             count(*) FILTER (WHERE status = 'running' AND locked_until < $1) \
+             FROM jobs WHERE status IN ('queued', 'running')"
+            )
+            .bind(now)
+            .fetch_one(conn)
+            .await)
+            .map_err(|e| self.db.observe(e))?;
         tx.commit().await?;
         let oldest_due = oldest.map_or(Duration::ZERO, |at| (now - at).try_into().unwrap_or(Duration::ZERO));
-        Ok(Depth { queued, oldest_due })
+        Ok(Depth { queued, oldest_due, running_overdue })
     }
 
     /// Deletes finished and dead jobs last touched before `before`; returns how many.

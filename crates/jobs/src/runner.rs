@@ -237,6 +237,7 @@ impl Runner {
         let depth = self.queue.depth().await?;
         self.metrics.jobs_queue_depth.set(depth.queued);
         self.metrics.jobs_oldest_age_seconds.set(depth.oldest_due.as_secs_f64());
+        self.metrics.jobs_running_overdue.set(depth.running_overdue);
         Ok(())
     }
 

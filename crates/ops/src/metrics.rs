@@ -23,7 +23,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Every metric name the contract in docs/observability.md fixes; alert rules and dashboards
 /// depend on each.
-pub const CONTRACT: [&str; 22] = [
+pub const CONTRACT: [&str; 28] = [
     "http_requests_total",
     "http_request_duration_seconds",
     "http_requests_in_flight",
@@ -46,6 +46,12 @@ pub const CONTRACT: [&str; 22] = [
     "webhook_delivery_duration_seconds",
     "webhook_endpoints_disabled_total",
     "webhook_relay_lag_seconds",
+    "jobs_running_overdue",
+    "tenant_exports_total",
+    "tenant_export_bytes",
+    "tenant_export_duration_seconds",
+    "tenant_purges_total",
+    "tenants_pending_purge",
 ];
 
 /// The `outcome` labels of `api_key_authentications_total`, all exported from the start.
@@ -94,6 +100,13 @@ pub struct Metrics {
     pub webhook_endpoints_disabled_total: IntCounter,
     /// Set by the relay pass this instance ran last.
     pub webhook_relay_lag_seconds: Gauge,
+    pub jobs_running_overdue: IntGauge,
+    /// Data rights (docs/data-rights.md).
+    pub tenant_exports_total: IntCounterVec,
+    pub tenant_export_bytes: Histogram,
+    pub tenant_export_duration_seconds: Histogram,
+    pub tenant_purges_total: IntCounter,
+    pub tenants_pending_purge: IntGauge,
 }
 
 /// Build identity for `build_info`.
@@ -202,6 +215,33 @@ impl Metrics {
                 "How long the oldest outbox event relayed by this instance's last relay pass had waited; 0 when \
                  that pass found none.",
             )?,
+            jobs_running_overdue: IntGauge::new(
+                "jobs_running_overdue",
+                "Background jobs marked running whose lease has run out (a stuck or vanished worker), over all instances.",
+            )?,
+            tenant_exports_total: IntCounterVec::new(
+                Opts::new(
+                    "tenant_exports_total",
+                    "Tenant export jobs finished, by outcome (completed, failed, skipped).",
+                ),
+                &["outcome"],
+            )?,
+            tenant_export_bytes: Histogram::with_opts(
+                HistogramOpts::new("tenant_export_bytes", "Size of completed tenant export archives, in bytes.")
+                    .buckets(prometheus::exponential_buckets(1024.0, 4.0, 12)?),
+            )?,
+            tenant_export_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new("tenant_export_duration_seconds", "Time to build and store a tenant export.")
+                    .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
+            )?,
+            tenant_purges_total: IntCounter::new(
+                "tenant_purges_total",
+                "Deleted tenants purged after their erasure grace.",
+            )?,
+            tenants_pending_purge: IntGauge::new(
+                "tenants_pending_purge",
+                "Tenants deleted and not yet purged (sampled by each tenant.purge run), over all instances.",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -217,6 +257,9 @@ impl Metrics {
         metrics.redis_errors_total.with_label_values(&["ping"]);
         for outcome in API_KEY_OUTCOMES {
             metrics.api_key_authentications_total.with_label_values(&[outcome]);
+        }
+        for outcome in ["completed", "failed", "skipped"] {
+            metrics.tenant_exports_total.with_label_values(&[outcome]);
         }
         Ok(Arc::new(metrics))
     }
@@ -245,6 +288,12 @@ impl Metrics {
         r.register(Box::new(self.webhook_delivery_duration_seconds.clone()))?;
         r.register(Box::new(self.webhook_endpoints_disabled_total.clone()))?;
         r.register(Box::new(self.webhook_relay_lag_seconds.clone()))?;
+        r.register(Box::new(self.jobs_running_overdue.clone()))?;
+        r.register(Box::new(self.tenant_exports_total.clone()))?;
+        r.register(Box::new(self.tenant_export_bytes.clone()))?;
+        r.register(Box::new(self.tenant_export_duration_seconds.clone()))?;
+        r.register(Box::new(self.tenant_purges_total.clone()))?;
+        r.register(Box::new(self.tenants_pending_purge.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())

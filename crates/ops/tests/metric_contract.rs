@@ -17,7 +17,12 @@ use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 
 /// Contract metrics that are histograms: Prometheus exposes them as `_bucket`, `_sum` and `_count`.
-const HISTOGRAMS: [&str; 2] = ["http_request_duration_seconds", "webhook_delivery_duration_seconds"];
+const HISTOGRAMS: [&str; 4] = [
+    "http_request_duration_seconds",
+    "tenant_export_bytes",
+    "tenant_export_duration_seconds",
+    "webhook_delivery_duration_seconds",
+];
 /// Series Prometheus makes itself (not the server's to export).
 const FROM_PROMETHEUS: [&str; 4] = ["up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"];
 /// Published by deploy/backup/backup.sh through the Pushgateway/textfile collector, not the server.

@@ -24,13 +24,18 @@ pub struct TenancyConfig {
     pub resolution_order: Vec<TenantSource>,
     /// With `acme.example.com` as base domain, `t1.acme.example.com` names tenant `t1`.
     pub base_domain: Option<String>,
-    /// How long a tenant lookup is reused. A suspension takes effect on other replicas within this.
+    /// How long a tenant lookup is reused. Suspension and deletion do not wait for it: the
+    /// per-request user lookup re-reads the tenant's status (`users::find_in_live_tenant`).
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
     /// Most tenants (and unknown names) kept in the lookup cache.
     pub cache_capacity: u64,
     /// Create the `demo` tenant at startup in development, so `palisade token --tenant demo` works.
     pub seed_demo_tenant: bool,
+    /// How long a deleted tenant can be restored; after this the `tenant.purge` job erases its
+    /// data for good (docs/data-rights.md).
+    #[serde(with = "humantime_serde")]
+    pub erasure_grace: Duration,
 }
 
 impl Default for TenancyConfig {
@@ -41,6 +46,7 @@ impl Default for TenancyConfig {
             cache_ttl: Duration::from_secs(30),
             cache_capacity: 10_000,
             seed_demo_tenant: true,
+            erasure_grace: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -128,9 +128,6 @@ where
         Arc::<dyn CallerLimits>::from_ref(state).enforce(&parts.extensions, &tenant.slug, &auth.subject, write).await?;
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
-        if let Some(key) = &auth.api_key {
-            api_keys::record_use(db, tenant.id, key, &meta).await?;
-        }
         let (user, session) = if write {
             // The handler's session begins on first use, so it is not open (on SQLite: holding
             // the write lock) while the request body is still arriving.
@@ -139,7 +136,7 @@ where
         } else {
             // A read is one transaction: the user's lookup and the handler's queries share it.
             let mut session = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
-            match users::find(session.tx().await?, tenant.id, &auth.subject).await? {
+            match users::find_in_live_tenant(session.tx().await?, tenant.id, &auth.subject).await? {
                 Some(user) => (user, session),
                 None => {
                     drop(session);
@@ -148,6 +145,11 @@ where
                 }
             }
         };
+        // After the user lookup, which refuses a deleted or suspended tenant on every replica: a
+        // refused key's use is not recorded.
+        if let Some(key) = &auth.api_key {
+            api_keys::record_use(db, tenant.id, key, &meta).await?;
+        }
         Ok(Self { tenant, auth, user, session, meta })
     }
 }
@@ -155,7 +157,7 @@ where
 /// The user for `subject`, looked up in a read transaction, and provisioned on first sight.
 async fn provisioned(db: &Database, tenant: &Tenant, subject: &str, meta: &RequestMeta) -> Result<User, TenancyError> {
     let mut lookup = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
-    if let Some(user) = users::find(lookup.tx().await?, tenant.id, subject).await? {
+    if let Some(user) = users::find_in_live_tenant(lookup.tx().await?, tenant.id, subject).await? {
         return Ok(user);
     }
     drop(lookup);

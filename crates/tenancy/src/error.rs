@@ -16,6 +16,9 @@ pub enum TenancyError {
     TenantNotFound(String),
     #[error("the tenant is suspended")]
     TenantSuspended,
+    /// Erasure was requested: the tenant's data is gone for its users (and purged after the grace).
+    #[error("the tenant has been deleted")]
+    TenantDeleted,
     #[error("the tenant named by the {0} disagrees with the one named by the {1}")]
     TenantMismatch(&'static str, &'static str),
     #[error("the token is not bound to a tenant; only platform admins may choose one")]
@@ -53,6 +56,7 @@ impl From<TenancyError> for Problem {
             TenancyError::TenantNotFound(_) => {
                 Problem::new(StatusCode::NOT_FOUND, "tenant-not-found", "Unknown tenant", detail)
             }
+            TenancyError::TenantDeleted => Problem::new(StatusCode::GONE, "tenant-deleted", "Tenant deleted", detail),
             TenancyError::TenantSuspended => {
                 Problem::new(StatusCode::FORBIDDEN, "tenant-suspended", "Tenant suspended", detail)
             }

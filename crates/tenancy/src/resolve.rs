@@ -100,10 +100,17 @@ pub async fn resolve(
         }
     }
     let tenant = chosen.ok_or_else(|| TenancyError::TenantNotFound(first_name.to_owned()))?;
-    if tenant.status == TenantStatus::Suspended {
-        return Err(TenancyError::TenantSuspended);
-    }
+    refuse_unless_active(tenant.status)?;
     Ok(tenant)
+}
+
+/// A deleted tenant answers 410, a suspended one 403.
+pub fn refuse_unless_active(status: TenantStatus) -> Result<(), TenancyError> {
+    match status {
+        TenantStatus::Active => Ok(()),
+        TenantStatus::Suspended => Err(TenancyError::TenantSuspended),
+        TenantStatus::Deleted => Err(TenancyError::TenantDeleted),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use crate::{TenancyConfig, TenancyError};
 pub enum TenantStatus {
     Active,
     Suspended,
+    /// Erasure requested: refused everywhere (410), restorable until `tenancy.erasure_grace` has
+    /// passed, then purged (docs/data-rights.md).
+    Deleted,
 }
 
 impl TenantStatus {
@@ -23,6 +26,17 @@ impl TenantStatus {
         match self {
             Self::Active => "active",
             Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    /// The status a request sees: deletion overrides the stored active/suspended (which a restore
+    /// brings back).
+    fn of(stored: &str, deleted: bool) -> Self {
+        match (deleted, stored) {
+            (true, _) => Self::Deleted,
+            (false, "active") => Self::Active,
+            (false, _) => Self::Suspended,
         }
     }
 }
@@ -39,6 +53,10 @@ pub struct Tenant {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// When erasure was requested; the tenant is purged `tenancy.erasure_grace` later.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub deleted_at: Option<OffsetDateTime>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -49,6 +67,7 @@ struct TenantRow {
     status: String,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    deleted_at: Option<OffsetDateTime>,
 }
 
 impl From<TenantRow> for Tenant {
@@ -57,9 +76,10 @@ impl From<TenantRow> for Tenant {
             id: row.id,
             slug: row.slug,
             name: row.name,
-            status: if row.status == "active" { TenantStatus::Active } else { TenantStatus::Suspended },
+            status: TenantStatus::of(&row.status, row.deleted_at.is_some()),
             created_at: row.created_at,
             updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
         }
     }
 }
@@ -68,7 +88,7 @@ impl From<TenantRow> for Tenant {
 /// (no `format!` per query; sqlx caches the prepared statement per connection).
 macro_rules! columns {
     () => {
-        "id, slug, name, status, created_at, updated_at"
+        "id, slug, name, status, created_at, updated_at, deleted_at"
     };
 }
 
@@ -131,15 +151,49 @@ pub async fn list(tx: &mut Tx, page: &PageRequest) -> Result<Page<Tenant>, Tenan
     Ok(Page::from_rows(rows.into_iter().map(Tenant::from).collect(), limit, |t| t.id))
 }
 
-/// Sets the status; `None` when there is no such tenant.
+/// Sets the status (active or suspended) of a tenant that is not deleted; `None` when there is no
+/// such tenant.
 pub async fn set_status(tx: &mut Tx, id: Uuid, status: TenantStatus) -> Result<Option<Tenant>, TenancyError> {
-    let sql = concat!("UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 RETURNING ", columns!());
+    let sql = concat!(
+        "UPDATE tenants SET status = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL RETURNING ",
+        columns!()
+    );
     let row: Option<TenantRow> = on_tx!(tx, |conn| sqlx::query_as(sql)
         .bind(status.as_str())
         .bind(OffsetDateTime::now_utc())
         .bind(id)
         .fetch_optional(conn)
         .await)?;
+    Ok(row.map(Tenant::from))
+}
+
+/// Marks the tenant deleted by `actor` (soft delete); `None` when there is no such tenant or it is
+/// deleted already.
+pub async fn mark_deleted(tx: &mut Tx, id: Uuid, actor: &str) -> Result<Option<Tenant>, TenancyError> {
+    let sql = concat!(
+        "UPDATE tenants SET deleted_at = $1, deleted_by = $2, updated_at = $1 WHERE id = $3 AND deleted_at IS NULL \
+         RETURNING ",
+        columns!()
+    );
+    let row: Option<TenantRow> = on_tx!(tx, |conn| sqlx::query_as(sql)
+        .bind(OffsetDateTime::now_utc())
+        .bind(actor)
+        .bind(id)
+        .fetch_optional(conn)
+        .await)?;
+    Ok(row.map(Tenant::from))
+}
+
+/// Undoes [`mark_deleted`] (the tenant returns to its status before); `None` when there is no such
+/// tenant or it is not deleted.
+pub async fn restore(tx: &mut Tx, id: Uuid) -> Result<Option<Tenant>, TenancyError> {
+    let sql = concat!(
+        "UPDATE tenants SET deleted_at = NULL, deleted_by = NULL, updated_at = $1 \
+         WHERE id = $2 AND deleted_at IS NOT NULL RETURNING ",
+        columns!()
+    );
+    let row: Option<TenantRow> =
+        on_tx!(tx, |conn| sqlx::query_as(sql).bind(OffsetDateTime::now_utc()).bind(id).fetch_optional(conn).await)?;
     Ok(row.map(Tenant::from))
 }
 

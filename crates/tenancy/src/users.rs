@@ -95,6 +95,37 @@ pub async fn provision(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<(U
     Ok((user, inserted == 1))
 }
 
+/// As [`find`], in the same round trip checking the tenant's status in the database: the tenant
+/// directory caches tenants for `tenancy.cache_ttl`, and a deletion (or suspension) made through
+/// another replica must refuse the next request here, not one TTL later.
+pub async fn find_in_live_tenant(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<Option<User>, TenancyError> {
+    type Row =
+        (String, Option<OffsetDateTime>, Option<Uuid>, Option<String>, Option<OffsetDateTime>, Option<OffsetDateTime>);
+    let row: Option<Row> = on_tx!(tx, |conn| sqlx::query_as(
+        "SELECT t.status, t.deleted_at, u.id, u.role, u.created_at, u.updated_at \
+         FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id AND u.subject = $2 WHERE t.id = $1"
+    )
+    .bind(tenant_id)
+    .bind(subject)
+    .fetch_optional(conn)
+    .await)?;
+    let Some((status, deleted_at, id, role, created_at, updated_at)) = row else {
+        return Err(TenancyError::TenantNotFound(tenant_id.to_string()));
+    };
+    if deleted_at.is_some() {
+        return Err(TenancyError::TenantDeleted);
+    }
+    if status != "active" {
+        return Err(TenancyError::TenantSuspended);
+    }
+    Ok(match (id, role, created_at, updated_at) {
+        (Some(id), Some(role), Some(created_at), Some(updated_at)) => {
+            Some(User::from(UserRow { id, tenant_id, subject: subject.to_owned(), role, created_at, updated_at }))
+        }
+        _ => None,
+    })
+}
+
 /// The user for `subject` in the tenant, if it has been provisioned.
 pub async fn find(tx: &mut Tx, tenant_id: Uuid, subject: &str) -> Result<Option<User>, TenancyError> {
     let sql = concat!("SELECT ", columns!(), " FROM users WHERE tenant_id = $1 AND subject = $2");

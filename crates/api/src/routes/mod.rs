@@ -3,7 +3,9 @@
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub mod conditional;
+pub(crate) mod data;
 mod docs;
+pub(crate) mod exports;
 mod health;
 pub(crate) mod tenants;
 pub(crate) mod users;
@@ -20,7 +22,12 @@ use crate::{AppState, openapi::ApiDoc, resources};
 /// Every API route with its documentation, each declared once (`routes!` in its module). The
 /// router and the OpenAPI document are both produced from this.
 pub fn documented() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new().merge(auth::routes()).merge(tenants::routes()).merge(users::routes());
+    let v1 = OpenApiRouter::new()
+        .merge(auth::routes())
+        .merge(tenants::routes())
+        .merge(users::routes())
+        .merge(data::routes())
+        .merge(exports::routes());
     let v1 = resources::merge_resources!(v1).merge(audit::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1)
 }

@@ -10,7 +10,7 @@ use palisade_auth::{AuthContext, scopes};
 use palisade_ops::Problem;
 use palisade_store::Page;
 use palisade_tenancy::{
-    RequestMeta, TenantStatus,
+    RequestMeta, TenancyError, TenantStatus,
     audit::Change,
     session::bind_tenant,
     tenants::{self, Tenant, is_valid_slug},
@@ -49,7 +49,8 @@ pub struct NewTenant {
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(get))
+        .routes(routes!(get, delete))
+        .routes(routes!(restore))
         .routes(routes!(suspend))
         .routes(routes!(reactivate))
 }
@@ -141,6 +142,57 @@ pub async fn reactivate(
     set_status(state, auth, meta, id, TenantStatus::Active).await
 }
 
+/// Delete a tenant (erasure, GDPR art. 17). At once every request for it answers 410; its data is
+/// purged `tenancy.erasure_grace` later, leaving only a tombstone. Until then it can be restored.
+#[utoipa::path(delete, path = "/tenants/{id}", operation_id = "delete_tenant", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let Some(tenant) = tenants::mark_deleted(&mut tx, id, &auth.subject).await? else {
+        return Err(match tenants::by_id(&mut tx, id).await? {
+            Some(_) => TenancyError::TenantDeleted.into(),
+            None => not_found("tenant").into(),
+        });
+    };
+    bind_tenant(&mut tx, tenant.id).await?;
+    let change = Change { action: "tenant.deleted", resource_type: "tenant", resource_id: &id.to_string() };
+    write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
+    state.tenancy.directory.forget(&tenant).await;
+    Ok(Json(tenant))
+}
+
+/// Restore a deleted tenant during its erasure grace; it returns to its status before.
+#[utoipa::path(post, path = "/tenants/{id}/restore", operation_id = "restore_tenant", tag = "tenants", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Tenant), crate::openapi::ErrorResponses),
+    security(("bearer" = ["platform:admin"])))]
+pub async fn restore(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    meta: Meta,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Tenant>, ApiError> {
+    require_platform_admin(&auth)?;
+    let mut tx = state.db.begin().await?;
+    let Some(tenant) = tenants::restore(&mut tx, id).await? else {
+        return Err(match tenants::by_id(&mut tx, id).await? {
+            Some(_) => Problem::conflict("The tenant is not deleted.").into(),
+            None => not_found("tenant").into(),
+        });
+    };
+    bind_tenant(&mut tx, tenant.id).await?;
+    let change = Change { action: "tenant.restored", resource_type: "tenant", resource_id: &id.to_string() };
+    write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
+    state.tenancy.directory.forget(&tenant).await;
+    Ok(Json(tenant))
+}
+
 async fn set_status(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -151,7 +203,10 @@ async fn set_status(
     require_platform_admin(&auth)?;
     let mut tx = state.db.begin().await?;
     let Some(tenant) = tenants::set_status(&mut tx, id, status).await? else {
-        return Err(not_found("tenant").into());
+        return Err(match tenants::by_id(&mut tx, id).await? {
+            Some(_) => TenancyError::TenantDeleted.into(),
+            None => not_found("tenant").into(),
+        });
     };
     bind_tenant(&mut tx, tenant.id).await?;
     let action = if status == TenantStatus::Suspended { "tenant.suspended" } else { "tenant.reactivated" };

@@ -1,13 +1,26 @@
 //! The event types an endpoint can subscribe to: every `action` a write commits
 //! (`ctx.commit(Change { action, .. })`), since each becomes an outbox event of that type.
 
-/// Every event type, sorted. A new audited action is added here in the same change.
-pub const EVENT_TYPES: [&str; 13] = [
+/// Every event type, sorted. A new audited action is added here in the same change (the test
+/// below finds `action: "…"` literals; actions passed by name, like the tenant status changes in
+/// `routes/tenants.rs`, must be added by hand).
+pub const EVENT_TYPES: [&str; 24] = [
+    "api_key.created",
+    "api_key.revoked",
+    "api_key.rotated",
+    "api_key.used_from_new_ip",
+    "export.completed",
+    "export.requested",
     "tenant.created",
+    "tenant.deleted",
+    "tenant.reactivated",
+    "tenant.restored",
+    "tenant.suspended",
     "todo.created",
     "todo.deleted",
     "todo.updated",
     "token.revoked",
+    "user.erased",
     "user.provisioned",
     "user.role_changed",
     "webhook_delivery.redelivered",

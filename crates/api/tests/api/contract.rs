@@ -100,6 +100,12 @@ async fn every_operation_answers_as_the_document_says_on_success_and_on_problems
     walk.call(Method::POST, &format!("{tenant_path}/suspend"), Some(&platform), None, 200).await;
     walk.call(Method::GET, "/api/v1/todos", Some(&admin), None, 403).await;
     walk.call(Method::POST, &format!("{tenant_path}/reactivate"), Some(&platform), None, 200).await;
+    walk.call(Method::DELETE, &tenant_path, Some(&platform), None, 200).await;
+    walk.call(Method::GET, "/api/v1/users/me", Some(&admin), None, 410).await;
+    walk.call(Method::DELETE, &tenant_path, Some(&platform), None, 410).await;
+    walk.call(Method::DELETE, &tenant_path, Some(&admin), None, 403).await;
+    walk.call(Method::POST, &format!("{tenant_path}/restore"), Some(&platform), None, 200).await;
+    walk.call(Method::POST, &format!("{tenant_path}/restore"), Some(&platform), None, 409).await;
 
     let me = walk.call(Method::GET, "/api/v1/auth/me", Some(&admin), None, 200).await;
     assert_eq!(me["subject"], "admin");
@@ -129,6 +135,18 @@ async fn every_operation_answers_as_the_document_says_on_success_and_on_problems
     walk.call(Method::DELETE, &todo_path, Some(&admin), None, 204).await;
     walk.call(Method::DELETE, &todo_path, Some(&admin), None, 404).await;
     walk.call(Method::GET, "/api/v1/audit-events", Some(&admin), None, 200).await;
+
+    let export = walk.call(Method::POST, "/api/v1/exports", Some(&admin), None, 202).await;
+    walk.call(Method::POST, "/api/v1/exports", Some(&reader), None, 403).await;
+    let export_path = format!("/api/v1/exports/{}", export["id"].as_str().unwrap());
+    walk.call(Method::GET, "/api/v1/exports", Some(&admin), None, 200).await;
+    walk.call(Method::GET, &export_path, Some(&admin), None, 200).await;
+    walk.call(Method::GET, &concrete("/api/v1/exports/{id}"), Some(&admin), None, 404).await;
+    walk.call(Method::GET, &concrete("/api/v1/exports/{id}/archive"), Some(&admin), None, 404).await;
+
+    let mine = walk.call(Method::GET, "/api/v1/users/me/data", Some(&reader), None, 200).await;
+    assert_eq!(mine["memberships"].as_array().unwrap().len(), 1);
+    walk.call(Method::DELETE, "/api/v1/users/me/data", Some(&reader), None, 200).await;
 
     walk.call(Method::POST, "/api/v1/auth/revoke", Some(&admin), Some(json!({"jti": "someone-elses"})), 204).await;
     walk.call(Method::POST, "/api/v1/auth/revoke", Some(&reader), Some(json!({"jti": "someone-elses"})), 403).await;

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use palisade_api::background::{self, Log};
+use palisade_api::{
+    background::{self, Log},
+    data_rights::{export, purge},
+};
 use palisade_store::{Database, on_tx};
 use palisade_tenancy::session::bind_tenant;
 use time::OffsetDateTime;
@@ -35,10 +38,12 @@ async fn the_server_runs_each_scheduled_cleanup_to_completion(backend: Backend) 
     let Some(app) = spawn_app(backend, |s| s.jobs.poll_interval = Duration::from_millis(50)).await else { return };
     let expected: Vec<(String, String)> = [
         background::PURGE_AUDIT_EVENTS,
+        export::PURGE_EXPORTS,
         background::PURGE_FINISHED_JOBS,
         background::PURGE_IDEMPOTENCY_KEYS,
         background::PURGE_OUTBOX_EVENTS,
         background::PURGE_WEBHOOK_DELIVERIES,
+        purge::PURGE_TENANTS,
         background::RELAY_WEBHOOKS,
     ]
     .map(|kind| (kind.to_owned(), "done".to_owned()))

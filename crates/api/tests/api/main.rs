@@ -13,6 +13,7 @@ mod cli;
 mod configuration_docs;
 mod configuration_files;
 mod contract;
+mod data_rights;
 mod edges;
 mod foundation;
 mod hardening;

@@ -122,8 +122,7 @@ impl Jobs {
         let db = app.state.db.clone();
         let queue = Queue::new(db.clone(), source, backoff, jobs.max_attempts, jobs.job_timeout);
         let sender = Arc::new(background::sender(&settings.webhooks).unwrap());
-        let registry =
-            background::registry(&db, &queue, jobs, &settings.webhooks, sender, app.state.metrics.clone());
+        let registry = background::registry(&db, &queue, settings, sender, app.state.metrics.clone());
         let runner = Runner::new(queue.clone(), registry, jobs.clone(), app.state.metrics.clone());
         Self { queue, runner, clock, db }
     }
