@@ -2,7 +2,7 @@
 //! (`ctx.commit(Change { action, .. })`), since each becomes an outbox event of that type.
 
 /// Every event type, sorted. A new audited action is added here in the same change (the test
-/// below finds `action: "…"` literals; actions passed by name, like the tenant status changes in
+/// below finds the literal `action` fields of `Change`s; actions passed by name, like the tenant status changes in
 /// `routes/tenants.rs`, must be added by hand).
 pub const EVENT_TYPES: [&str; 24] = [
     "api_key.created",

@@ -140,6 +140,7 @@ async fn migrate_applies_the_migrations_to_a_fresh_postgres_database() {
             "audit_events",
             "idempotency_keys",
             "outbox_events",
+            "tenant_exports",
             "todos",
             "users",
             "webhook_attempts",

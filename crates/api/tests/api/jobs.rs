@@ -23,7 +23,7 @@ on_both_backends!(
 async fn job_statuses(db: &Database) -> Vec<(String, String)> {
     let mut tx = db.begin().await.expect("begin");
     let rows = on_tx!(&mut tx, |conn| sqlx::query_as(
-        "SELECT kind, status FROM jobs WHERE kind LIKE 'cleanup.%' \
+        "SELECT kind, status FROM jobs WHERE kind LIKE 'cleanup.%' OR kind = 'tenant.purge' \
              UNION ALL SELECT DISTINCT kind, status FROM jobs WHERE kind = 'webhooks.relay' AND status = 'done' \
              ORDER BY 1"
     )
