@@ -14,7 +14,7 @@
 # the kernel's share of a request (the socket writes) is not in it, so the /health ratio here is
 # far larger than the throughput ratio; use it to compare builds, and bench/run.sh for throughput.
 # Needs valgrind, curl, jq, python3 and release builds (cargo build --release -p palisade-api
-# -p bare-axum).
+# -p bare-axum; PALISADE_BIN and BARE_AXUM_BIN choose others, as bench/smoke.sh does in CI).
 set -euo pipefail
 
 REQUESTS=2000
@@ -32,7 +32,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap bench_cleanup EXIT
 require valgrind callgrind_control curl jq python3
 [[ -x "$PALISADE_BIN" && -x "$BARE_AXUM_BIN" ]] ||
-    die "release builds missing: cargo build --release -p palisade-api -p bare-axum"
+    die "build first: cargo build --release -p palisade-api -p bare-axum (or set PALISADE_BIN, BARE_AXUM_BIN)"
+# The servers run in directories of their own: every path must be absolute.
+absolute() { printf '%s/%s' "$(cd "$(dirname "$1")" && pwd)" "$(basename "$1")"; }
+PALISADE_BIN="$(absolute "$PALISADE_BIN")"
+BARE_AXUM_BIN="$(absolute "$BARE_AXUM_BIN")"
+[[ -z "$BASELINE_BIN" ]] || BASELINE_BIN="$(absolute "$BASELINE_BIN")"
+# Under valgrind a server starts several times slower (a debug build, as in CI, slower still).
+: "${SERVER_STARTUP_TIMEOUT:=300}"
+export SERVER_STARTUP_TIMEOUT
 SERVER_PIN=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=callgrind.out)
 
 # keep_alive URL COUNT [TOKEN]: COUNT sequential GETs on one connection; fails on any non-200.
@@ -70,7 +78,7 @@ count() {
 
 # palisade_health NAME BIN, palisade_read NAME BIN: one count each, for the build at BIN.
 palisade_health() {
-    PALISADE_BIN="$2" SERVER_STARTUP_TIMEOUT=180 start_palisade "$1" "$(sqlite_env "$1")"
+    PALISADE_BIN="$2" start_palisade "$1" "$(sqlite_env "$1")"
     count "$SERVER_DIR" "$SERVER_PID" "$SERVER_URL/health"
 }
 palisade_read() {

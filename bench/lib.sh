@@ -106,7 +106,7 @@ start_palisade() {
     local name="$1"
     shift
     SERVER_PREFIX=("${SERVER_PIN[@]}")
-    SERVER_STARTUP_TIMEOUT=60 server_start "$WORK/$name" PALISADE_DATABASE__AUTO_MIGRATE=true "$@" ||
+    SERVER_STARTUP_TIMEOUT="${SERVER_STARTUP_TIMEOUT:-60}" server_start "$WORK/$name" PALISADE_DATABASE__AUTO_MIGRATE=true "$@" ||
         die "palisade ($name) did not start"
     STARTED_PIDS+=("$SERVER_PID")
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark's smoke test for CI: proves bench/run.sh's machinery still works (servers start,
 # tokens are accepted, seeding works, wrk runs and reports) with two-second runs of /health
-# (palisade vs bare axum) and the authenticated SQLite read. It asserts no timing, only that
-# every request succeeded (no non-2xx response, no socket error).
+# (palisade vs bare axum) and the authenticated SQLite read, then bench/instructions.sh with a few
+# requests under callgrind. It asserts no timing, only that every request succeeded (no non-2xx
+# response, no socket error) and that instructions were counted.
 #
 # usage: bench/smoke.sh
 # Uses PALISADE_BIN and BARE_AXUM_BIN, by default the release builds when present, else the
@@ -54,4 +55,6 @@ sed -i '/^refused\t/d' "$RESULTS"
 pair health palisade bare-axum 16
 python3 "$BENCH_DIR/report.py" "$RESULTS" "$PAIRS" "$MEMORY"
 assert_all_succeeded
+log "instruction counts (bench/instructions.sh), a few requests each"
+PALISADE_BIN="$PALISADE_BIN" BARE_AXUM_BIN="$BARE_AXUM_BIN" bash "$BENCH_DIR/instructions.sh" --requests 40
 log "smoke passed: every request succeeded"
