@@ -157,36 +157,27 @@ fn before(age: Duration) -> OffsetDateTime {
     OffsetDateTime::now_utc() - age
 }
 
-/// Deletes expired idempotency keys tenant by tenant (on PostgreSQL each under its own
-/// `app.tenant_id`, as row-level security requires); returns how many.
+/// Deletes expired idempotency keys in every tenant; returns how many.
 pub async fn purge_idempotency_keys(db: &Database) -> Result<u64, palisade_store::StoreError> {
     let cutoff = OffsetDateTime::now_utc() - idempotency::RETENTION;
-    let mut tx = db.begin().await?;
-    let tenants: Vec<(Uuid,)> = on_tx!(&mut tx, |conn| sqlx::query_as("SELECT id FROM tenants").fetch_all(conn).await)
-        .map_err(|e| db.observe(e))?;
-    tx.commit().await?;
-    let mut purged = 0;
-    for (tenant,) in tenants {
-        let mut tx = db.begin().await?;
-        bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
-        purged += on_tx!(&mut tx, |conn| sqlx::query(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND created_at < $2"
-        )
-        .bind(tenant)
-        .bind(cutoff)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(|e| db.observe(e))?;
-        tx.commit().await?;
-    }
-    Ok(purged)
+    purge_in_every_tenant(db, "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND created_at < $2", cutoff).await
 }
 
-/// Deletes webhook deliveries created before `cutoff`, with their attempts, tenant by tenant;
+/// Deletes webhook deliveries created before `cutoff`, with their attempts, in every tenant;
 /// returns how many deliveries.
 pub async fn purge_webhook_deliveries(
     db: &Database,
+    cutoff: OffsetDateTime,
+) -> Result<u64, palisade_store::StoreError> {
+    purge_in_every_tenant(db, "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND created_at < $2", cutoff).await
+}
+
+/// Runs `delete` (a statement taking the tenant as `$1` and `cutoff` as `$2`) tenant by tenant,
+/// each in its own transaction under its own `app.tenant_id` (row-level security on PostgreSQL
+/// shows a transaction one tenant only); returns the rows deleted.
+pub(crate) async fn purge_in_every_tenant(
+    db: &Database,
+    delete: &'static str,
     cutoff: OffsetDateTime,
 ) -> Result<u64, palisade_store::StoreError> {
     let mut tx = db.begin().await?;
@@ -197,14 +188,12 @@ pub async fn purge_webhook_deliveries(
     for (tenant,) in tenants {
         let mut tx = db.begin().await?;
         bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
-        purged += on_tx!(&mut tx, |conn| sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND created_at < $2"
-        )
-        .bind(tenant)
-        .bind(cutoff)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected()))
+        purged += on_tx!(&mut tx, |conn| sqlx::query(delete)
+            .bind(tenant)
+            .bind(cutoff)
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))
         .map_err(|e| db.observe(e))?;
         tx.commit().await?;
     }

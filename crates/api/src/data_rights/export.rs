@@ -334,26 +334,13 @@ async fn mark_failed(db: &Database, job: &ExportJob, reason: &str) -> Result<(),
     Ok(())
 }
 
-/// Deletes exports (archives included) whose `expires_at` has passed, tenant by tenant (each under
-/// its own `app.tenant_id` on PostgreSQL); returns how many.
+/// Deletes exports (archives included) whose `expires_at` has passed, in every tenant; returns
+/// how many.
 pub async fn purge_expired(db: &Database, now: OffsetDateTime) -> Result<u64, StoreError> {
-    let mut tx = db.begin().await?;
-    let tenants: Vec<(Uuid,)> = on_tx!(&mut tx, |conn| sqlx::query_as("SELECT id FROM tenants").fetch_all(conn).await)
-        .map_err(|e| db.observe(e))?;
-    tx.commit().await?;
-    let mut purged = 0;
-    for (tenant,) in tenants {
-        let mut tx = db.begin().await?;
-        crate::background::bind(&mut tx, tenant).await.map_err(|e| db.observe(e))?;
-        purged +=
-            on_tx!(&mut tx, |conn| sqlx::query("DELETE FROM tenant_exports WHERE tenant_id = $1 AND expires_at <= $2")
-                .bind(tenant)
-                .bind(now)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected()))
-            .map_err(|e| db.observe(e))?;
-        tx.commit().await?;
-    }
-    Ok(purged)
+    crate::background::purge_in_every_tenant(
+        db,
+        "DELETE FROM tenant_exports WHERE tenant_id = $1 AND expires_at <= $2",
+        now,
+    )
+    .await
 }
