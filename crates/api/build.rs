@@ -1,5 +1,6 @@
 //! Registers the application's resources: every `src/resources/<name>.rs` becomes the module
-//! `resources::<name>`, merged into the API router, and every `tests/api/resources/<name>.rs` a
+//! `resources::<name>`, merged into the API router, its `EVENTS` into the webhook event types, and
+//! every `tests/api/resources/<name>.rs` a
 //! module of the API test binary. Adding a resource is adding files; no list to edit.
 
 use std::{
@@ -21,6 +22,11 @@ fn main() -> io::Result<()> {
         code += &format!("\n            .merge($crate::resources::{name}::routes())");
     }
     code += "\n    };\n}\npub(crate) use merge_resources;\n";
+    code += "\n/// Every resource's event types (its `EVENTS`), which webhooks may subscribe to.\npub const EVENTS: &[&[&str]] = &[";
+    for (name, _) in &sources {
+        code += &format!("\n    {name}::EVENTS,");
+    }
+    code += "\n];\n";
     fs::write(out.join("resources.rs"), code)?;
 
     let tests = modules(&manifest.join("tests/api/resources"))?;

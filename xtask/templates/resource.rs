@@ -31,6 +31,9 @@ pub mod scopes {
     pub const WRITE: &str = "{{plural}}:write";
 }
 
+/// The event types this resource's writes commit (webhooks may subscribe to them).
+pub const EVENTS: &[&str] = &["{{singular}}.created", "{{singular}}.updated", "{{singular}}.deleted"];
+
 /// The resource's routes, relative to `/api/v1`, each with its documentation (`routes!` reads
 /// the `#[utoipa::path]`s, so the OpenAPI document lists them too).
 pub fn routes() -> OpenApiRouter<AppState> {

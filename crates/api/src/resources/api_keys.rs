@@ -46,6 +46,9 @@ pub mod scopes {
     pub const WRITE: &str = "api_keys:write";
 }
 
+/// The event types this resource's writes commit (webhooks may subscribe to them).
+pub const EVENTS: &[&str] = &["api_key.created", "api_key.rotated", "api_key.revoked", "api_key.used_from_new_ip"];
+
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {

@@ -39,6 +39,9 @@ pub mod scopes {
     pub const WRITE: &str = "todos:write";
 }
 
+/// The event types this resource's writes commit (webhooks may subscribe to them).
+pub const EVENTS: &[&str] = &["todo.created", "todo.updated", "todo.deleted"];
+
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

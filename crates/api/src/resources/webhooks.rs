@@ -50,6 +50,9 @@ pub mod scopes {
     pub const WRITE: &str = "webhooks:write";
 }
 
+/// The event types this resource's writes commit (webhooks may subscribe to them).
+pub const EVENTS: &[&str] = &["webhook_endpoint.created", "webhook_endpoint.updated", "webhook_endpoint.deleted", "webhook_endpoint.secret_rotated", "webhook_endpoint.disabled", "webhook_delivery.redelivered"];
+
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhookEndpoint {
@@ -177,7 +180,7 @@ fn check_types(types: &[String]) -> Result<(), Problem> {
     security(("bearer" = ["webhooks:read"])))]
 pub async fn event_types(ctx: TenantContext) -> Result<Json<Vec<&'static str>>, ApiError> {
     require(&ctx, scopes::READ)?;
-    Ok(Json(EVENT_TYPES.to_vec()))
+    Ok(Json(EVENT_TYPES.clone()))
 }
 
 /// List the tenant's webhook endpoints, oldest first.
