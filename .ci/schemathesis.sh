@@ -109,13 +109,29 @@ run_schemathesis() {
 	# operations 412 is an acceptance of the request's shape, like 404 for an unknown id.
 	cat >>"$config" <<-'TOML'
 		[[operations]]
-		include-name = ["PATCH /api/v1/todos/{id}", "DELETE /api/v1/todos/{id}"]
+		include-name = ["PATCH /api/v1/todos/{id}", "DELETE /api/v1/todos/{id}", "DELETE /api/v1/webhooks/{id}", "POST /api/v1/webhooks/{id}/rotate-secret"]
 		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
 		# A retry with the same Idempotency-Key and a different body is refused with the documented
 		# 422 (the key is bound to the first body); schemathesis reuses generated keys across bodies.
 		[[operations]]
 		include-name = ["POST /api/v1/todos"]
 		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+		# A webhook URL is refused (422 webhook-url-refused) when it is no http(s) URL or names an
+		# address that is not public, and an API key's expiry must be in the future: rules of the
+		# value a schema cannot state.
+		[[operations]]
+		include-name = ["POST /api/v1/webhooks", "PATCH /api/v1/webhooks/{id}", "POST /api/v1/api-keys"]
+		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "410", "412", "422", "429", "5xx"]
+		# A tenant a platform admin deleted answers 410 to the operations on it (docs/data-rights.md):
+		# like 404 for an unknown id, an acceptance of the request's shape.
+		[[operations]]
+		include-name = ["POST /api/v1/tenants/{id}/suspend", "POST /api/v1/tenants/{id}/reactivate", "DELETE /api/v1/tenants/{id}", "GET /api/v1/tenants/{id}", "POST /api/v1/tenants/{id}/restore"]
+		checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "410", "429", "5xx"]
+		# Deleting a tenant is a soft delete with a grace period: the platform admin still reads it
+		# (status `deleted`) to restore it, so "deleted resource still available" does not apply.
+		[[operations]]
+		include-name = ["DELETE /api/v1/tenants/{id}"]
+		checks.use_after_free.enabled = false
 	TOML
 	local args=(run "$base_url/api/v1/openapi.json" --checks all --max-examples "$max_examples"
 		--generation-deterministic --workers 1 --no-color
@@ -161,7 +177,8 @@ run_backend() {
 	slug="schemathesis"
 	platform="$(server_run token --sub schemathesis-operator --scopes platform:admin)"
 	call POST /api/v1/tenants "$platform" "{\"slug\":\"$slug\",\"name\":\"Schemathesis\"}" >/dev/null
-	tenant="$(server_run token --tenant "$slug" --sub schemathesis --scopes todos:read,todos:write,tenant:admin)"
+	tenant="$(server_run token --tenant "$slug" --sub schemathesis \
+		--scopes todos:read,todos:write,tenant:admin,api_keys:read,api_keys:write,webhooks:read,webhooks:write)"
 	for title in "first todo" "second todo" "third todo"; do
 		call POST /api/v1/todos "$tenant" "{\"title\":\"$title\"}" >/dev/null
 	done

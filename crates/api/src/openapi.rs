@@ -3,11 +3,14 @@
 //! collected by [`crate::routes::documented`]), and the schemas from the real types they take and
 //! return, so the document cannot drift from what the router serves.
 
+use std::collections::BTreeSet;
+
 use palisade_ops::Problem;
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        RefOr, Schema,
+        RefOr, Schema, Type,
+        schema::{ArrayItems, SchemaType},
         security::{Http, HttpAuthScheme, SecurityScheme},
     },
 };
@@ -125,7 +128,60 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         patch.min_properties = Some(1);
     }
     crate::routes::conditional::document(&mut doc);
+    document_control_characters(&mut doc);
     doc
+}
+
+/// What every JSON body string must match: no control characters but tab and newline, which
+/// `ValidatedJson` refuses anywhere in a body (`crate::extract`).
+const NO_CONTROL_CHARACTERS: &str = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$";
+
+/// Says in the document what `ValidatedJson` enforces on every request body: each string property
+/// of a request body's schema (and each string item of an array property) that has no pattern of
+/// its own gets [`NO_CONTROL_CHARACTERS`], so clients, generators and schemathesis know that such
+/// strings are refused.
+fn document_control_characters(doc: &mut utoipa::openapi::OpenApi) {
+    let bodies: BTreeSet<String> = doc
+        .paths
+        .paths
+        .values()
+        .flat_map(|item| [&item.post, &item.put, &item.patch].into_iter().flatten())
+        .filter_map(|operation| operation.request_body.as_ref())
+        .flat_map(|body| body.content.values())
+        .filter_map(|content| match &content.schema {
+            Some(RefOr::Ref(reference)) => reference.ref_location.rsplit('/').next().map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let Some(components) = doc.components.as_mut() else { return };
+    for name in bodies {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(&name) {
+            for property in object.properties.values_mut() {
+                if let RefOr::T(schema) = property {
+                    restrict_strings(schema);
+                }
+            }
+        }
+    }
+}
+
+fn restrict_strings(schema: &mut Schema) {
+    let is_string = |kind: &SchemaType| matches!(kind, SchemaType::Type(Type::String));
+    match schema {
+        Schema::Object(object)
+            if is_string(&object.schema_type) && object.pattern.is_none() && object.enum_values.is_none() =>
+        {
+            object.pattern = Some(NO_CONTROL_CHARACTERS.to_owned());
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items
+                && let RefOr::T(items) = items.as_mut()
+            {
+                restrict_strings(items);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The API's OpenAPI document, as `GET /api/v1/openapi.json` serves it.
