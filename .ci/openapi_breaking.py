@@ -157,7 +157,7 @@ def self_test(snapshot):
         "response field removed": lambda d: schemas(d)["Todo"]["properties"].pop("done"),
         "new required request field": lambda d: schemas(d)["NewTodo"]["required"].append("due"),
         "request enum narrowed": lambda d: schemas(d)["Role"]["enum"].remove("admin"),
-        "response enum widened": lambda d: schemas(d)["TenantStatus"]["enum"].append("deleted"),
+        "response enum widened": lambda d: schemas(d)["TenantStatus"]["enum"].append("archived"),
         "type changed": lambda d: schemas(d)["Todo"]["properties"]["version"].update(type="string"),
         "new required parameter": lambda d: d["paths"]["/api/v1/todos"]["get"]["parameters"].append(
             {"in": "query", "name": "since", "required": True, "schema": {"type": "string"}}
