@@ -3,12 +3,13 @@
 # on how busy the machine is (the same binary, inputs and environment give the same count, even
 # with the other core loaded), unlike the throughput of bench/run.sh.
 #
-#   bench/instructions.sh [--requests N] [--baseline BIN]
+#   bench/instructions.sh [--requests N] [--baseline BIN] [--keep DIR]
 #
 # Runs, each server under `valgrind --tool=callgrind` with instrumentation switched on only around the
 # measured requests (after a warm-up of N/4), N keep-alive requests on one connection:
 #   health  GET /health through palisade's default stack (SQLite), and through bench/bare-axum
 #   read    the authenticated tenant read GET /api/v1/todos/{id} (SQLite, rate limits off)
+# (--keep DIR keeps each scenario's callgrind output there, for callgrind_annotate --inclusive=yes)
 # and prints instructions per request and the ratios (palisade / bare axum; this build / the
 # baseline, when given). What it counts is user-space instructions of the whole server process:
 # the kernel's share of a request (the socket writes) is not in it, so the /health ratio here is
@@ -19,11 +20,13 @@ set -euo pipefail
 
 REQUESTS=2000
 BASELINE_BIN=""
+KEEP=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --requests) REQUESTS="$2"; shift 2 ;;
     --baseline) BASELINE_BIN="$2"; shift 2 ;;
-    *) echo "usage: bench/instructions.sh [--requests N] [--baseline BIN]" >&2; exit 2 ;;
+    --keep) KEEP="$2"; shift 2 ;;
+    *) echo "usage: bench/instructions.sh [--requests N] [--baseline BIN] [--keep DIR]" >&2; exit 2 ;;
     esac
 done
 
@@ -73,17 +76,24 @@ count() {
     while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
     total="$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$dir"/callgrind.out* | awk '{ s += $1 } END { print s }')"
     [[ -n "$total" && "$total" -gt 0 ]] || die "no instructions counted in $dir"
+    if [[ -n "$KEEP" ]]; then
+        mkdir -p "$KEEP"
+        cat "$dir"/callgrind.out* >"$KEEP/$(basename "$dir").callgrind"
+    fi
     echo $((total / REQUESTS))
 }
 
-# palisade_health NAME BIN, palisade_read NAME BIN: one count each, for the build at BIN.
+# palisade_health NAME BIN, palisade_read NAME BIN: one count each, for the build at BIN. The job
+# workers are off: they poll the database every second whatever the traffic, and under callgrind
+# (requests about 50 times slower) that idle work would be counted as if each request did it.
 palisade_health() {
-    PALISADE_BIN="$2" start_palisade "$1" "$(sqlite_env "$1")"
+    PALISADE_BIN="$2" start_palisade "$1" "$(sqlite_env "$1")" PALISADE_JOBS__ENABLED=false
     count "$SERVER_DIR" "$SERVER_PID" "$SERVER_URL/health"
 }
 palisade_read() {
     local token id
-    PALISADE_BIN="$2" start_palisade "$1" "$(sqlite_env "$1")" PALISADE_RATE_LIMIT__ENABLED=false
+    PALISADE_BIN="$2" start_palisade "$1" "$(sqlite_env "$1")" PALISADE_RATE_LIMIT__ENABLED=false \
+        PALISADE_JOBS__ENABLED=false
     token="$(PALISADE_BIN="$2" palisade_token)"
     id="$(seed_todos "$SERVER_URL" "$token" 1)"
     count "$SERVER_DIR" "$SERVER_PID" "$SERVER_URL/api/v1/todos/$id" "$token"

@@ -22,13 +22,16 @@ if [[ ! -f "$app/Cargo.toml" ]]; then
     (cd "$cache/gen" && loco new -n bench_notes --db sqlite --bg async --assets none -p .)
     mv "$cache/gen/bench_notes" "$app"
     rmdir "$cache/gen"
-    # One build profile for everything: the generator's own `cargo loco db ...` steps included.
+    # Release builds for everything but the generator (below): its own `cargo loco db ...` steps too.
     sed -i 's/^loco = "run --"$/loco = "run --release --"/' "$app/.cargo/config.toml"
 fi
 
 cd "$app"
 if [[ ! -f src/controllers/notes.rs ]]; then
-    nice -n 10 cargo loco generate scaffold notes title:string --api
+    # loco compiles its generators into debug builds only (`generate` is unknown to a release
+    # build), so this one step runs a debug build; the migration and entity steps it runs itself
+    # go through the `cargo loco` alias, in release mode.
+    nice -n 10 cargo run -- generate scaffold notes title:string --api
 fi
 # The scaffolded read is public; palisade's is not. Require loco's JWT extractor on it.
 if ! grep -q '_auth: auth::JWT' src/controllers/notes.rs; then

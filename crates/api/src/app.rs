@@ -12,7 +12,10 @@ use palisade_tenancy::{
 };
 use tokio::net::TcpListener;
 
-use crate::{AppState, Settings, background, middleware, routes, state::EdgeCallerLimits};
+use crate::{
+    AppState, Settings, background, middleware, routes,
+    state::{self, EdgeCallerLimits},
+};
 
 /// How often Redis is pinged in the background so `redis_up` is current between probes.
 const REDIS_PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -112,7 +115,7 @@ impl Application {
             false => None,
         };
         let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
-        let state = AppState {
+        let state = AppState::new(state::Parts {
             settings: Arc::new(settings),
             metrics,
             readiness,
@@ -123,7 +126,7 @@ impl Application {
             edge,
             rate_limiter,
             caller_limits,
-        };
+        });
         let router = build_router(state.clone(), extra, sentry.clone());
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self { listener, router, state, sentry, setup, jobs })

@@ -5,31 +5,31 @@
 //! 1. `SetSensitiveHeadersLayer` — `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
 //!    and `X-API-Key` are marked sensitive, so whatever prints headers shows `Sensitive` and Sentry
 //!    leaves them out.
-//! 2. Request id: `request_id::sanitize` drops a malformed incoming `x-request-id`, tower-http's
+//! 2. Request id: `request_id::Sanitize` drops a malformed incoming `x-request-id`, tower-http's
 //!    `SetRequestIdLayer` keeps a well-formed one or makes a UUIDv7, and `PropagateRequestIdLayer`
 //!    echoes it on the response — every later layer, log line and problem body can name the request.
 //! 3. `Sentry::wrap` (only when `sentry.dsn` is set) — sentry-tower's `SentryLayer` runs the request
 //!    under its own Sentry hub and `SentryHttpLayer` attaches the request to its events; inside them
 //!    the scope is tagged with the request id, route, tenant and user, and a 5xx that no panic or
 //!    error log already reported is reported with the final, normalized status.
-//! 4. `client_ip::resolve` — `ClientIp` and `Https` from the TCP peer, or from `X-Forwarded-For` /
+//! 4. `ClientIpResolver` — `ClientIp` and `Https` from the TCP peer, or from `X-Forwarded-For` /
 //!    `X-Forwarded-Proto` only when that peer is a trusted proxy; before everything that needs the
 //!    client's address or scheme (HSTS, the rate limiter, the audit log).
-//! 5. `security_headers::add` — outside every layer that can answer on its own, so every response
+//! 5. `SecurityHeaders` — outside every layer that can answer on its own, so every response
 //!    (errors, 404s, 429s, preflights, probes) carries the headers.
 //! 6. `TraceLayer` — one span per request (request id, method, route, status, latency; tenant and
 //!    user ids are recorded into it once known) and the access log line, as `[log]` configures
 //!    them (`AccessLog`: probes left out by default, level and sampling). With OpenTelemetry
 //!    exporting, the span continues the caller's W3C `traceparent` and records `trace_id`.
-//! 7. `metrics::track` — sees the final status, including panics and timeouts turned into responses.
-//! 8. `cors::strip_disallowed` + `CorsLayer` (when `cors.allowed_origins` is set) — preflights are
+//! 7. `metrics::Track` — sees the final status, including panics and timeouts turned into responses.
+//! 8. `AllowedOrigins` (strips stray CORS headers) + `CorsLayer` (when `cors.allowed_origins` is set) — preflights are
 //!    answered here: counted, never rate limited, never reaching a handler. Outside the limiter and
 //!    `normalize` so that 429s and other errors carry CORS headers and browser code can read them;
 //!    a request from an origin not allowed gets no `Access-Control-*` header at all.
 //! 9. `CompressionLayer` (gzip, br; bodies of `compression.min_size_bytes` or more) — outside
 //!    `normalize`, which must read error bodies uncompressed.
-//! 10. `problem::normalize` — any error response leaves as problem+json with the request id.
-//! 11. `server::limit_request_head` — a request line plus headers over `server.max_header_bytes`,
+//! 10. `problem::Normalize` — any error response leaves as problem+json with the request id.
+//! 11. `HeadLimits` — a request line plus headers over `server.max_header_bytes`,
 //!     or more than `server.max_header_count` fields, gets 431 here, inside `normalize` so the
 //!     refusal has the shape of every other error (hyper's own, bare refusal is kept for heads
 //!     twice as large).
@@ -38,7 +38,7 @@
 //!     `normalize` so the 429 carries the request id. `/health`, `/ready` and `/metrics` are never
 //!     limited. Leaves a `RateLimitRecord` in the request so the per-user policies the auth code
 //!     applies report in the same `RateLimit` headers.
-//! 13. `conditional::not_modified` — `If-None-Match` / `If-Modified-Since` on API reads: a 304
+//! 13. `conditional::NotModified` — `If-None-Match` / `If-Modified-Since` on API reads: a 304
 //!     without a body when the representation is unchanged, and a weak ETag for JSON reads that
 //!     have none of their own; inside the limiter, so a 304 still spends the caller's budget.
 //! 14. `CatchPanicLayer` — a panicking handler becomes a 500 problem; the server keeps serving.
@@ -48,7 +48,10 @@
 //! All are applied with `Router::layer`, which wraps each route (and the fallback) individually:
 //! that is what lets the metrics and the trace span see the matched route template. They are
 //! composed into one layer per group first (see [`apply`]), because each `Router::layer` call
-//! costs every request a boxed clone per level.
+//! costs every request a boxed clone per level. Our own layers are [`Hook`]s
+//! (`palisade_ops::hook`), which box nothing per request, where `from_fn` boxes the inner service
+//! and the future of every layer; only the rate limiter, which awaits Redis before the handler,
+//! is still a `from_fn`.
 
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -57,7 +60,7 @@ use axum::{
     body::Body,
     extract::{DefaultBodyLimit, Request},
     http::StatusCode,
-    middleware::{from_fn, from_fn_with_state, map_request},
+    middleware::from_fn_with_state,
     response::{IntoResponse, Response},
 };
 use tower::ServiceBuilder;
@@ -72,12 +75,13 @@ use tower_http::{
 };
 use tracing::Span;
 
-use palisade_edge::{Edge, RateLimiter, client_ip, cors, rate_limit, security_headers};
+use palisade_edge::{Edge, RateLimiter, rate_limit};
 
+#[cfg(doc)]
+use palisade_ops::hook::Hook;
 use palisade_ops::{
-    AccessLog, Metrics, Problem, ServerConfig, metrics, problem, request_id,
-    sentry::Sentry,
-    server::{self, HeadLimits},
+    AccessLog, Metrics, Problem, ServerConfig, hook::HookLayer, metrics, problem, request_id, sentry::Sentry,
+    server::HeadLimits,
 };
 
 /// Headers that carry credentials.
@@ -115,10 +119,7 @@ pub fn apply(
         })
         .on_failure(());
     let cors = edge.cors.as_ref().map(|cors| {
-        ServiceBuilder::new()
-            .layer(from_fn_with_state(cors.origins.clone(), cors::strip_disallowed))
-            .layer(cors.layer.clone())
-            .into_inner()
+        ServiceBuilder::new().layer(HookLayer::new(cors.origins.clone())).layer(cors.layer.clone()).into_inner()
     });
     // Compression changes the body type; both branches of the option must answer the same type.
     let compression = edge.compression.layer().map(|compression| {
@@ -129,16 +130,16 @@ pub fn apply(
     });
     // Layers 4 to 16, outermost first: everything that runs per matched route.
     let per_route = ServiceBuilder::new()
-        .layer(from_fn_with_state(edge.client_ip.clone(), client_ip::resolve))
-        .layer(from_fn_with_state(edge.security_headers.clone(), security_headers::add))
+        .layer(HookLayer::new(edge.client_ip.clone()))
+        .layer(HookLayer::new(edge.security_headers.clone()))
         .layer(trace)
-        .layer(from_fn_with_state(metrics, metrics::track))
+        .layer(HookLayer::new(metrics::Track(metrics)))
         .option_layer(cors)
         .option_layer(compression)
-        .layer(from_fn(problem::normalize))
-        .layer(from_fn_with_state(HeadLimits::from(server), server::limit_request_head))
+        .layer(HookLayer::new(problem::Normalize))
+        .layer(HookLayer::new(HeadLimits::from(server)))
         .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
-        .layer(from_fn(crate::routes::conditional::not_modified))
+        .layer(HookLayer::new(crate::routes::conditional::NotModified))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))
         // The timeout's own 503 needs a body type with a default; the body limit's has none.
@@ -154,7 +155,7 @@ pub fn apply(
     router.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
-            .layer(map_request(request_id::sanitize))
+            .layer(HookLayer::new(request_id::Sanitize))
             .layer(SetRequestIdLayer::new(request_id::HEADER.clone(), request_id::MakeRequestUuidV7))
             .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone())),
     )

@@ -14,8 +14,29 @@ use palisade_tenancy::{Tenancy, context::CallerLimits};
 
 use crate::Settings;
 
-#[derive(Debug, Clone, FromRef)]
-pub struct AppState {
+/// The application state. axum clones it for every request (several times, once per router
+/// level), so it is one `Arc`: a clone is one reference count, not one per part. Handlers reach
+/// the parts through `Deref` (`state.db`), extractors through `FromRef` (`State<Database>`).
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What the application state holds.
+#[derive(Debug)]
+pub struct Parts {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
@@ -30,6 +51,32 @@ pub struct AppState {
     /// The same limiter, for the tenant extractor, which applies the per-caller policies once it
     /// knows the tenant and the subject.
     pub caller_limits: Arc<dyn CallerLimits>,
+}
+
+/// `FromRef` for each part, as `#[derive(FromRef)]` would write it for a plain struct.
+macro_rules! parts_from_ref {
+    ($($field:ident: $type:ty),* $(,)?) => {
+        $(
+            impl FromRef<AppState> for $type {
+                fn from_ref(state: &AppState) -> Self {
+                    state.0.$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+parts_from_ref! {
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    db: Database,
+    redis: Option<Redis>,
+    auth: Arc<Authenticator>,
+    tenancy: Tenancy,
+    edge: Edge,
+    rate_limiter: RateLimiter,
+    caller_limits: Arc<dyn CallerLimits>,
 }
 
 /// The per-caller policies (`authenticated`, and `write` for unsafe methods) of the edge's limiter.

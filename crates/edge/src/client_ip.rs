@@ -13,14 +13,14 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, Request, State},
+    extract::{ConnectInfo, FromRequestParts, Request},
     http::{HeaderMap, request::Parts},
-    middleware::Next,
     response::Response,
 };
 use ipnet::IpNet;
 /// The resolved address is an `ops` type, so crates that read it need not depend on the edge.
 pub use palisade_ops::client_ip::{ClientIp, NoClientIp, client_ip_of};
+use palisade_ops::hook::{After, Hook};
 use serde::{Deserialize, Serialize};
 
 static X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -143,14 +143,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Https {
     }
 }
 
-/// Middleware: puts [`ClientIp`] and [`Https`] in the request extensions.
-pub async fn resolve(State(resolver): State<ClientIpResolver>, mut request: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-        let resolved = resolver.resolve(peer.ip(), request.headers());
-        request.extensions_mut().insert(ClientIp(resolved.ip));
-        request.extensions_mut().insert(Https(resolved.https));
+/// Middleware (a [`Hook`]): puts [`ClientIp`] and [`Https`] in the request extensions.
+impl Hook for ClientIpResolver {
+    type Carry = ();
+
+    fn before(&self, request: &mut Request) -> Result<(), Response> {
+        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+            let resolved = self.resolve(peer.ip(), request.headers());
+            request.extensions_mut().insert(ClientIp(resolved.ip));
+            request.extensions_mut().insert(Https(resolved.https));
+        }
+        Ok(())
     }
-    next.run(request).await
+
+    fn after(&self, (): (), response: Response) -> After {
+        After::Done(response)
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderName, HeaderValue, Method, header},
-    middleware::Next,
     response::Response,
 };
+use palisade_ops::hook::{After, Hook};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
 
@@ -217,19 +217,29 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Middleware, just outside the `CorsLayer`: a response to a request without an allowed `Origin`
+/// Middleware (a [`Hook`]), just outside the `CorsLayer`: a response to a request without an allowed `Origin`
 /// carries no `Access-Control-*` header.
-pub async fn strip_disallowed(State(origins): State<AllowedOrigins>, request: Request, next: Next) -> Response {
-    let allowed = request.headers().get(header::ORIGIN).is_some_and(|origin| origins.allows(origin));
-    let mut response = next.run(request).await;
-    if !allowed {
-        let stray: Vec<HeaderName> =
-            response.headers().keys().filter(|name| name.as_str().starts_with("access-control-")).cloned().collect();
-        for name in stray {
-            response.headers_mut().remove(name);
-        }
+impl Hook for AllowedOrigins {
+    type Carry = bool;
+
+    fn before(&self, request: &mut Request) -> Result<bool, Response> {
+        Ok(request.headers().get(header::ORIGIN).is_some_and(|origin| self.allows(origin)))
     }
-    response
+
+    fn after(&self, allowed: bool, mut response: Response) -> After {
+        if !allowed {
+            let stray: Vec<HeaderName> = response
+                .headers()
+                .keys()
+                .filter(|name| name.as_str().starts_with("access-control-"))
+                .cloned()
+                .collect();
+            for name in stray {
+                response.headers_mut().remove(name);
+            }
+        }
+        After::Done(response)
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderName, HeaderValue, header},
-    middleware::Next,
     response::Response,
 };
+use palisade_ops::hook::{After, Hook};
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::Https;
@@ -119,12 +119,14 @@ pub struct SecurityHeaders {
     inner: Arc<Prepared>,
 }
 
+/// Every header, ready-made as a map: a response's headers are merged into a clone of it, which
+/// costs no hashing of the dozen security headers per response (the map is cloned, not rebuilt).
 #[derive(Debug)]
 struct Prepared {
-    always: Vec<(HeaderName, HeaderValue)>,
-    hsts: Option<HeaderValue>,
-    hsts_force: bool,
-    cache_control: Option<HeaderValue>,
+    /// For a response to a plain-HTTP request (no HSTS unless `hsts_force`).
+    plain: HeaderMap,
+    /// For a response to a request that came over HTTPS.
+    secure: HeaderMap,
 }
 
 impl SecurityHeaders {
@@ -231,35 +233,42 @@ impl SecurityHeaders {
             value(&mut problems, "strict_transport_security", &full)
         };
 
-        if problems.is_empty() {
-            Ok(Self { inner: Arc::new(Prepared { always, hsts, hsts_force: config.hsts_force, cache_control }) })
-        } else {
-            Err(problems)
+        if !problems.is_empty() {
+            return Err(problems);
         }
+        always.extend(cache_control.map(|value| (header::CACHE_CONTROL, value)));
+        let template = |with_hsts: bool| {
+            let hsts = hsts.clone().filter(|_| with_hsts).map(|value| (header::STRICT_TRANSPORT_SECURITY, value));
+            always.iter().cloned().chain(hsts).collect::<HeaderMap>()
+        };
+        let plain = template(config.hsts_force);
+        Ok(Self { inner: Arc::new(Prepared { plain, secure: template(true) }) })
     }
 
     /// Adds the headers the response does not carry yet, and removes ones that only advertise
-    /// the software we run.
+    /// the software we run. A header the response carries wins over ours (a handler that sets its
+    /// own `Cache-Control`, say), with all of its values.
     pub fn apply(&self, headers: &mut HeaderMap, https: bool) {
-        let p = &*self.inner;
-        for (name, value) in &p.always {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
+        let prepared = &*self.inner;
+        let mut merged = if https { prepared.secure.clone() } else { prepared.plain.clone() };
+        merged.reserve(headers.len());
+        // The iterator names a header once, then yields its further values with `None`.
+        let mut current: Option<HeaderName> = None;
+        for (name, value) in std::mem::take(headers) {
+            match name {
+                Some(name) if name == header::SERVER || name.as_str() == "x-powered-by" => current = None,
+                Some(name) => {
+                    merged.insert(&name, value);
+                    current = Some(name);
+                }
+                None => {
+                    if let Some(name) = &current {
+                        merged.append(name, value);
+                    }
+                }
             }
         }
-        if let Some(hsts) = &p.hsts
-            && (https || p.hsts_force)
-            && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY)
-        {
-            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-        }
-        if let Some(cache) = &p.cache_control
-            && !headers.contains_key(header::CACHE_CONTROL)
-        {
-            headers.insert(header::CACHE_CONTROL, cache.clone());
-        }
-        headers.remove(header::SERVER);
-        headers.remove("x-powered-by");
+        *headers = merged;
     }
 }
 
@@ -285,12 +294,18 @@ fn hsts_directive<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Middleware: stamps the headers on every response that passes through it.
-pub async fn add(State(headers): State<SecurityHeaders>, request: Request, next: Next) -> Response {
-    let https = request.extensions().get::<Https>().is_some_and(|h| h.0);
-    let mut response = next.run(request).await;
-    headers.apply(response.headers_mut(), https);
-    response
+/// Middleware (a [`Hook`]): stamps the headers on every response that passes through it.
+impl Hook for SecurityHeaders {
+    type Carry = bool;
+
+    fn before(&self, request: &mut Request) -> Result<bool, Response> {
+        Ok(request.extensions().get::<Https>().is_some_and(|h| h.0))
+    }
+
+    fn after(&self, https: bool, mut response: Response) -> After {
+        self.apply(response.headers_mut(), https);
+        After::Done(response)
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +357,26 @@ mod tests {
         assert!(!map.contains_key("x-frame-options"));
         assert_eq!(map["cache-control"], "public, max-age=60");
         assert!(!map.contains_key("server"));
+    }
+
+    #[test]
+    fn every_value_of_a_handler_header_is_kept_and_every_advertisement_dropped() {
+        let headers = SecurityHeaders::new(&SecurityHeadersConfig::default()).expect("valid");
+        let mut map = HeaderMap::new();
+        map.append(header::VARY, HeaderValue::from_static("accept"));
+        map.append(header::VARY, HeaderValue::from_static("origin"));
+        map.append("x-powered-by", HeaderValue::from_static("php"));
+        map.append("x-powered-by", HeaderValue::from_static("asp"));
+        map.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
+        map.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("img-src *"));
+        map.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.apply(&mut map, false);
+        let all = |name| map.get_all(name).iter().map(|v| v.to_str().unwrap_or_default()).collect::<Vec<_>>();
+        assert_eq!(all(header::VARY), ["accept", "origin"]);
+        assert_eq!(all(header::CONTENT_SECURITY_POLICY), ["default-src 'self'", "img-src *"]);
+        assert_eq!(all(header::CONTENT_TYPE), ["application/json"]);
+        assert!(!map.contains_key("x-powered-by"));
+        assert_eq!(map["x-frame-options"], "DENY");
     }
 
     #[test]

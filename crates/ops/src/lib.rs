@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod client_ip;
+pub mod hook;
 pub mod metrics;
 pub mod problem;
 pub mod readiness;

@@ -7,10 +7,11 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::hook::{After, Hook};
+
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::{Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use prometheus::{
@@ -323,7 +324,8 @@ pub fn exposition(metrics: &Metrics) -> Response {
 }
 
 /// Keeps the in-flight gauge right even when the request future is dropped mid-way.
-struct InFlight(IntGauge);
+#[derive(Debug)]
+pub struct InFlight(IntGauge);
 
 impl InFlight {
     fn start(gauge: &IntGauge) -> Self {
@@ -338,19 +340,31 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware recording the HTTP metrics. Must be applied with `Router::layer` so it runs after
-/// routing and sees the matched route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let _in_flight = InFlight::start(&metrics.http_requests_in_flight);
-    let started = Instant::now();
-    let method = method_label(request.method());
-    // A clone of the matched template is a reference count, not a copy of the string.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let response = next.run(request).await;
-    metrics.http_request_duration_seconds.with_label_values(&[method, route]).observe(started.elapsed().as_secs_f64());
-    metrics.http_requests_total.with_label_values(&[method, route, response.status().as_str()]).inc();
-    response
+/// The middleware recording the HTTP metrics (a [`Hook`]). Must be applied with `Router::layer`
+/// so it runs after routing and sees the matched route template.
+#[derive(Debug, Clone)]
+pub struct Track(pub Arc<Metrics>);
+
+impl Hook for Track {
+    type Carry = (InFlight, Instant, &'static str, Option<MatchedPath>);
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Response> {
+        let in_flight = InFlight::start(&self.0.http_requests_in_flight);
+        // A clone of the matched template is a reference count, not a copy of the string.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        Ok((in_flight, Instant::now(), method_label(request.method()), matched))
+    }
+
+    fn after(&self, (_in_flight, started, method, matched): Self::Carry, response: Response) -> After {
+        let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let metrics = &self.0;
+        metrics
+            .http_request_duration_seconds
+            .with_label_values(&[method, route])
+            .observe(started.elapsed().as_secs_f64());
+        metrics.http_requests_total.with_label_values(&[method, route, response.status().as_str()]).inc();
+        After::Done(response)
+    }
 }
 
 /// Methods outside the standard set are folded into one label value.

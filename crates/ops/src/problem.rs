@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: the one error shape every palisade response uses.
 //!
-//! Handlers and extractors return [`Problem`]s; [`normalize`] then makes sure that *every* error
+//! Handlers and extractors return [`Problem`]s; [`Normalize`] then makes sure that *every* error
 //! response, including the ones axum and tower-http produce on their own (404, 405, 413, 415,
 //! timeouts), leaves the server as `application/problem+json` carrying the request id.
 
@@ -8,14 +8,16 @@ use axum::{
     body::Body,
     extract::Request,
     http::{HeaderName, HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::request_id::RequestId;
+use crate::{
+    hook::{After, Hook},
+    request_id::RequestId,
+};
 
 /// The media type of a problem body.
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -206,13 +208,27 @@ impl IntoResponse for Problem {
 /// Responses that already are problems get the request id added; anything else (axum's plain-text
 /// rejections, tower-http's empty 408/413) is rewritten from its status. Only error bodies are
 /// buffered, and they are small.
-pub async fn normalize(request: Request, next: Next) -> Response {
-    let request_id = RequestId::from_extensions(request.extensions());
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+#[derive(Debug, Clone, Copy)]
+pub struct Normalize;
+
+impl Hook for Normalize {
+    type Carry = Option<RequestId>;
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Response> {
+        Ok(RequestId::from_extensions(request.extensions()))
     }
+
+    fn after(&self, request_id: Self::Carry, response: Response) -> After {
+        let status = response.status();
+        if !(status.is_client_error() || status.is_server_error()) {
+            return After::Done(response);
+        }
+        After::Later(Box::pin(rewrite(request_id, response)))
+    }
+}
+
+async fn rewrite(request_id: Option<RequestId>, response: Response) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     let is_problem =
         parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(CONTENT_TYPE.as_bytes()));

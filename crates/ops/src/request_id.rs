@@ -1,7 +1,7 @@
 //! Request ids: kept from the caller when well-formed (so a trace spans the caller's logs and ours),
 //! generated otherwise, and echoed on every response.
 //!
-//! tower-http does the work: [`sanitize`] first drops an incoming `x-request-id` that is not
+//! tower-http does the work: [`Sanitize`] first drops an incoming `x-request-id` that is not
 //! well-formed, then `SetRequestIdLayer` with [`MakeRequestUuidV7`] keeps the caller's id or makes
 //! one (header and `tower_http::request_id::RequestId` extension), and `PropagateRequestIdLayer`
 //! copies it onto the response. [`RequestId`] is the read side the other crates use.
@@ -11,8 +11,11 @@ use std::convert::Infallible;
 use axum::{
     extract::{FromRequestParts, Request},
     http::{Extensions, HeaderName, HeaderValue, request::Parts},
+    response::Response,
 };
 use tower_http::request_id::MakeRequestId;
+
+use crate::hook::{After, Hook};
 
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,12 +65,24 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 
 /// Runs before `SetRequestIdLayer`, which keeps any id it finds: an incoming `x-request-id` that is
 /// not well-formed ([`RequestId::parse`]) is removed, so a fresh one is generated in its place.
-pub async fn sanitize(mut request: Request) -> Request {
-    let well_formed = request.headers().get(&HEADER).and_then(|v| v.to_str().ok()).and_then(RequestId::parse).is_some();
-    if !well_formed {
-        request.headers_mut().remove(&HEADER);
+#[derive(Debug, Clone, Copy)]
+pub struct Sanitize;
+
+impl Hook for Sanitize {
+    type Carry = ();
+
+    fn before(&self, request: &mut Request) -> Result<(), Response> {
+        let well_formed =
+            request.headers().get(&HEADER).and_then(|v| v.to_str().ok()).and_then(RequestId::parse).is_some();
+        if !well_formed {
+            request.headers_mut().remove(&HEADER);
+        }
+        Ok(())
     }
-    request
+
+    fn after(&self, (): (), response: Response) -> After {
+        After::Done(response)
+    }
 }
 
 /// `SetRequestIdLayer`'s generator: UUIDv7, so ids sort by time in logs and audit rows.
@@ -98,10 +113,14 @@ mod tests {
         assert!(RequestId::parse(&"x".repeat(129)).is_none());
     }
 
-    #[tokio::test]
-    async fn sanitize_removes_a_malformed_id_and_keeps_a_well_formed_one() {
-        let with = |id: &str| Request::builder().header(&HEADER, id).body(axum::body::Body::empty()).unwrap();
-        assert!(sanitize(with("a<script>")).await.headers().get(&HEADER).is_none());
-        assert_eq!(sanitize(with("abc-123")).await.headers().get(&HEADER).unwrap(), "abc-123");
+    #[test]
+    fn sanitize_removes_a_malformed_id_and_keeps_a_well_formed_one() {
+        let sanitized = |id: &str| {
+            let mut request = Request::builder().header(&HEADER, id).body(axum::body::Body::empty()).unwrap();
+            assert!(Sanitize.before(&mut request).is_ok());
+            request.headers().get(&HEADER).cloned()
+        };
+        assert!(sanitized("a<script>").is_none());
+        assert_eq!(sanitized("abc-123").unwrap(), "abc-123");
     }
 }

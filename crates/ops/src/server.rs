@@ -18,7 +18,7 @@
 //!
 //! Request heads: hyper itself refuses (with a bare 431, before any middleware runs) heads larger
 //! than twice `max_header_bytes` or with more than twice `max_header_count` fields; heads between
-//! the documented limits and those hard ones reach [`limit_request_head`], which answers with the
+//! the documented limits and those hard ones reach the [`HeadLimits`] hook, which answers with the
 //! same problem+json, request id and security headers as every other error.
 
 use std::{
@@ -34,9 +34,8 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::StatusCode,
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use http_body_util::BodyExt;
@@ -55,7 +54,12 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{Metrics, Problem, problem, readiness::Readiness};
+use crate::{
+    Metrics, Problem,
+    hook::{After, Hook},
+    problem,
+    readiness::Readiness,
+};
 
 /// The `[server]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,7 +120,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Hyper's own head limits, above the documented ones so that [`limit_request_head`] answers
+    /// Hyper's own head limits, above the documented ones so that the [`HeadLimits`] hook answers
     /// in the project's shape; only heads beyond these get hyper's bare refusal.
     fn hard_header_bytes(&self) -> usize {
         self.max_header_bytes.saturating_mul(2).max(8192)
@@ -409,29 +413,37 @@ impl From<&ServerConfig> for HeadLimits {
     }
 }
 
-/// Middleware: a request whose head exceeds `max_header_bytes` (request line plus header fields,
-/// as sent) or `max_header_count` fields gets 431 problem+json.
-pub async fn limit_request_head(State(limits): State<HeadLimits>, request: Request, next: Next) -> Response {
-    let uri = request.uri();
-    let target = uri.path_and_query().map_or(1, |target| target.as_str().len())
-        + uri.authority().map_or(0, |authority| authority.as_str().len());
-    let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
-    let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    let count = request.headers().len();
-    if line + fields > limits.max_bytes || count > limits.max_count {
+/// Middleware (a [`Hook`]): a request whose head exceeds `max_header_bytes` (request line plus
+/// header fields, as sent) or `max_header_count` fields gets 431 problem+json.
+impl Hook for HeadLimits {
+    type Carry = ();
+
+    fn before(&self, request: &mut Request) -> Result<(), Response> {
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or(1, |target| target.as_str().len())
+            + uri.authority().map_or(0, |authority| authority.as_str().len());
+        let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+        let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+        let count = request.headers().len();
+        if line + fields <= self.max_bytes && count <= self.max_count {
+            return Ok(());
+        }
         let detail = format!(
             "The request line and headers must stay within {} bytes and {} header fields.",
-            limits.max_bytes, limits.max_count
+            self.max_bytes, self.max_count
         );
-        return Problem::new(
+        Err(Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request-head-too-large",
             "Request head too large",
             detail,
         )
-        .into_response();
+        .into_response())
     }
-    next.run(request).await
+
+    fn after(&self, (): (), response: Response) -> After {
+        After::Done(response)
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes, Docker) or SIGINT (Ctrl-C).

@@ -8,10 +8,12 @@ use axum::{
     body::Body,
     extract::Request,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
-use palisade_ops::Problem;
+use palisade_ops::{
+    Problem,
+    hook::{After, Hook},
+};
 use sha2::{Digest, Sha256};
 use utoipa::openapi::{
     OpenApi, RefOr, Required, ResponseBuilder, Type,
@@ -35,45 +37,72 @@ const MAX_HASHED_BODY: usize = 4 << 20;
 /// say) gets a weak one from a hash of its body; handlers with a version set a strong one and a
 /// `Last-Modified`. The 304 carries the headers the 200 would have (`ETag`, `Last-Modified`,
 /// `Cache-Control`, `Vary`) and no body.
-pub async fn not_modified(request: Request, next: Next) -> Response {
-    let conditional_read =
-        matches!(*request.method(), Method::GET | Method::HEAD) && request.uri().path().starts_with("/api/v1/");
-    if !conditional_read {
-        return next.run(request).await;
+///
+/// A [`Hook`]: only the JSON reads without an ETag of their own wait for their body to be hashed.
+#[derive(Debug, Clone, Copy)]
+pub struct NotModified;
+
+/// A read's validators, as the client sent them.
+#[derive(Debug)]
+pub struct Validators {
+    if_none_match: Option<HeaderValue>,
+    if_modified_since: Option<HeaderValue>,
+}
+
+impl Hook for NotModified {
+    type Carry = Option<Validators>;
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Response> {
+        let conditional_read =
+            matches!(*request.method(), Method::GET | Method::HEAD) && request.uri().path().starts_with("/api/v1/");
+        Ok(conditional_read.then(|| Validators {
+            if_none_match: request.headers().get(header::IF_NONE_MATCH).cloned(),
+            if_modified_since: request.headers().get(header::IF_MODIFIED_SINCE).cloned(),
+        }))
     }
-    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    let if_modified_since = request.headers().get(header::IF_MODIFIED_SINCE).cloned();
-    let response = next.run(request).await;
-    let is_json =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if response.status() != StatusCode::OK || !is_json {
-        return response;
-    }
-    let mut response =
-        if response.headers().contains_key(header::ETAG) { response } else { with_weak_etag(response).await };
-    response.headers_mut().append(header::VARY, VARY);
-    let headers = response.headers();
-    let unchanged = match (&if_none_match, &if_modified_since) {
-        (Some(tags), _) => headers.get(header::ETAG).is_some_and(|etag| none_match_fails(tags, etag)),
-        (None, Some(since)) => {
-            headers.get(header::LAST_MODIFIED).is_some_and(|modified| not_modified_since(modified, since))
+
+    fn after(&self, validators: Self::Carry, response: Response) -> After {
+        let Some(validators) = validators else { return After::Done(response) };
+        let is_json =
+            response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+        if response.status() != StatusCode::OK || !is_json {
+            return After::Done(response);
         }
-        (None, None) => false,
-    };
-    if !unchanged {
-        return response;
-    }
-    let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
-    for name in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL, header::EXPIRES, header::CONTENT_LOCATION]
-    {
-        if let Some(value) = headers.get(&name) {
-            not_modified.headers_mut().insert(name, value.clone());
+        if response.headers().contains_key(header::ETAG) {
+            return After::Done(validators.answer(response));
         }
+        After::Later(Box::pin(async move { validators.answer(with_weak_etag(response).await) }))
     }
-    for value in headers.get_all(header::VARY) {
-        not_modified.headers_mut().append(header::VARY, value.clone());
+}
+
+impl Validators {
+    /// The 200 as it is, or the 304 that replaces it when the client's copy is current.
+    fn answer(&self, mut response: Response) -> Response {
+        response.headers_mut().append(header::VARY, VARY);
+        let headers = response.headers();
+        let unchanged = match (&self.if_none_match, &self.if_modified_since) {
+            (Some(tags), _) => headers.get(header::ETAG).is_some_and(|etag| none_match_fails(tags, etag)),
+            (None, Some(since)) => {
+                headers.get(header::LAST_MODIFIED).is_some_and(|modified| not_modified_since(modified, since))
+            }
+            (None, None) => false,
+        };
+        if !unchanged {
+            return response;
+        }
+        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        for name in
+            [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL, header::EXPIRES, header::CONTENT_LOCATION]
+        {
+            if let Some(value) = headers.get(&name) {
+                not_modified.headers_mut().insert(name, value.clone());
+            }
+        }
+        for value in headers.get_all(header::VARY) {
+            not_modified.headers_mut().append(header::VARY, value.clone());
+        }
+        not_modified
     }
-    not_modified
 }
 
 /// `W/"<128 bits of the body's SHA-256, hex>"`: weak, because it names the JSON, not its bytes
@@ -108,7 +137,7 @@ fn not_modified_since(modified: &HeaderValue, since: &HeaderValue) -> bool {
     matches!((parse(modified), parse(since)), (Some(modified), Some(since)) if modified <= since)
 }
 
-/// Documents [`not_modified`] on every `GET` of the API: the two request headers and the 304.
+/// Documents [`NotModified`] on every `GET` of the API: the two request headers and the 304.
 pub fn document(openapi: &mut OpenApi) {
     for (path, item) in openapi.paths.paths.iter_mut() {
         let Some(get) = item.get.as_mut().filter(|_| path.starts_with("/api/v1/")) else { continue };
