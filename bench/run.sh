@@ -98,10 +98,13 @@ start_loco() {
     dir="$WORK/$name"
     mkdir -p "$dir"
     port="$(free_port)"
-    # loco's production configuration, as palisade runs with its defaults. No SMTP server: the
-    # welcome mail of the registration fails in the background, which the benchmark ignores.
+    # loco's production configuration, as palisade runs with its defaults; it refuses to start
+    # without HOST and the MAILER_* settings, and its JWT secret must be base64 (or no token is
+    # ever issued: login answers 401). No SMTP server: the welcome mail of the
+    # registration fails in the background, which the benchmark ignores.
     (cd "$BENCH_CACHE/loco/app" && exec env "DATABASE_URL=$dburl" "PORT=$port" BINDING=127.0.0.1 \
-        JWT_SECRET=bench-loco-jwt-secret-0123456789 MAILER_HOST=127.0.0.1 MAILER_PORT=9 \
+        "HOST=http://127.0.0.1:$port" JWT_SECRET=YmVuY2gtbG9jby1qd3Qtc2VjcmV0LTAxMjM0NTY3ODk= \
+        MAILER_HOST=127.0.0.1 MAILER_PORT=9 MAILER_USER=bench MAILER_PASSWORD=bench \
         "${SERVER_PIN[@]}" "$LOCO_BIN" start -e production) >"$dir/server.log" 2>&1 &
     LOCO_PID=$!
     STARTED_PIDS+=("$LOCO_PID")
