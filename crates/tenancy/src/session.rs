@@ -77,12 +77,7 @@ impl TenantSession {
 
     /// A new transaction of the session's access, bound to its tenant.
     async fn open_tx(&self) -> Result<Tx, TenancyError> {
-        let mut tx = match self.access {
-            Access::Read => self.db.begin_read().await?,
-            Access::Write => self.db.begin().await?,
-        };
-        bind_tenant(&mut tx, self.tenant_id).await?;
-        Ok(tx)
+        Ok(self.db.begin_for_tenant(self.tenant_id, self.access == Access::Read).await?)
     }
 }
 
