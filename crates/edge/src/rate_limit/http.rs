@@ -98,23 +98,61 @@ impl Decision {
 }
 
 /// The decisions taken for one request, in its extensions, so that every policy that applied
-/// (the anonymous one here, the per-user ones in the auth code) reports on the response.
+/// (the anonymous one here, the per-caller ones in the tenant extractor) reports on the response;
+/// and the anonymous check left pending for an authenticated request, so that it can be made in
+/// the same Redis round trip as the per-caller ones (see [`RateLimiter::enforce_caller`]).
+/// One allocation per request: the decisions live in a fixed array.
 #[derive(Debug, Clone, Default)]
-pub struct RateLimitRecord(Arc<Mutex<Vec<Decision>>>);
+pub struct RateLimitRecord(Arc<Mutex<Entries>>);
+
+/// Policies one request reports at most; anonymous, authenticated and write are three.
+const RECORDED: usize = 4;
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// The client key of an anonymous check not made yet.
+    pending: Option<String>,
+    decisions: [Option<Decision>; RECORDED],
+}
 
 impl RateLimitRecord {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Records a decision, replacing an earlier one of the same policy.
     pub fn record(&self, decision: Decision) {
-        let mut decisions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        decisions.retain(|d| d.policy() != decision.policy());
-        decisions.push(decision);
+        let mut entries = self.lock();
+        let slots = &mut entries.decisions;
+        let slot = match slots.iter().position(|d| d.as_ref().is_some_and(|d| d.policy() == decision.policy())) {
+            Some(index) => index,
+            None => match slots.iter().position(Option::is_none) {
+                Some(index) => index,
+                // More policies than a request ever has: the oldest report gives way.
+                None => {
+                    slots.rotate_left(1);
+                    RECORDED - 1
+                }
+            },
+        };
+        slots[slot] = Some(decision);
+    }
+
+    /// Leaves the `anonymous` check of `client_key` pending, for whoever makes the next Redis call.
+    pub fn defer_anonymous(&self, client_key: String) {
+        self.lock().pending = Some(client_key);
+    }
+
+    /// Takes the pending anonymous check (its client key), if any: the taker makes it.
+    pub fn take_pending(&self) -> Option<String> {
+        self.lock().pending.take()
     }
 
     /// Replaces any rate-limit headers on `headers` with those of every recorded decision.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.remove(&RATELIMIT_POLICY);
         headers.remove(&RATELIMIT);
-        for decision in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for decision in self.lock().decisions.iter().flatten() {
             decision.append_headers(headers);
         }
     }
@@ -122,19 +160,41 @@ impl RateLimitRecord {
 
 /// Middleware: the `anonymous` policy per client address, on every route except
 /// [`UNLIMITED_PATHS`]. Needs the client IP resolved first (see `client_ip::resolve`).
+///
+/// A request without credentials is checked at once. A request with an `Authorization` header
+/// leaves its check pending in the [`RateLimitRecord`]: the tenant extractor makes it in the same
+/// Redis round trip as the revocation lookup and the per-caller policies. When nothing took it
+/// (authentication failed, a route without tenant, a route that does not authenticate), it is
+/// made here after the response, and a refusal is remembered in process until its retry-after,
+/// so the client's next requests are refused up front: a flood of junk tokens ends in 429s.
 pub async fn limit_by_client_ip(State(limiter): State<RateLimiter>, mut request: Request, next: Next) -> Response {
     if !limiter.is_enabled() || UNLIMITED_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let key = client_ip_of(request.extensions()).map_or_else(|| "unknown".to_owned(), |ip| limiter.client_key(ip));
-    let decision = limiter.check(ANONYMOUS, &key).await;
-    if let Some(problem) = decision.problem() {
+    if let Some(refused) = limiter.remembered_refusal(&key)
+        && let Some(problem) = refused.problem()
+    {
         return problem.into_response();
     }
     let record = RateLimitRecord::default();
-    record.record(decision);
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        record.defer_anonymous(key);
+    } else {
+        let decision = limiter.check(ANONYMOUS, &key).await;
+        if let Some(problem) = decision.problem() {
+            limiter.remember_refusal(key, &decision);
+            return problem.into_response();
+        }
+        record.record(decision);
+    }
     request.extensions_mut().insert(record.clone());
     let mut response = next.run(request).await;
+    if let Some(key) = record.take_pending() {
+        let decision = limiter.check(ANONYMOUS, &key).await;
+        limiter.remember_refusal(key, &decision);
+        record.record(decision);
+    }
     record.write_headers(response.headers_mut());
     response
 }
