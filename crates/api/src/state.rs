@@ -49,28 +49,26 @@ impl CallerLimits for EdgeCallerLimits {
         caller: Unrevoked,
     ) -> Pin<Box<dyn Future<Output = Result<AuthContext, Problem>> + Send + 'a>> {
         Box::pin(async move {
-            let subject = caller.claims().subject.clone();
             let listing = match caller.redis_key() {
                 _ if caller.known_revoked() => Listing::Listed,
                 Some(key) if self.limiter.is_shared() => Listing::Lookup(key),
                 // In-process limits and a revocation list in Redis: the anonymous check, then the
                 // lookup (its own round trip, the only one), then the per-caller policies.
                 Some(_) => {
+                    let subject = &caller.claims().subject;
                     let check =
-                        self.limiter.enforce_caller(extensions, tenant_slug, &subject, false, Listing::Listed).await;
+                        self.limiter.enforce_caller(extensions, tenant_slug, subject, false, Listing::Listed).await;
                     refuse(check.refusal)?;
                     let context = self.auth.finish(caller, RevocationAnswer::NotAsked).await?;
-                    refuse(
-                        self.limiter
-                            .enforce_caller(extensions, tenant_slug, &subject, write, Listing::None)
-                            .await
-                            .refusal,
-                    )?;
+                    let check =
+                        self.limiter.enforce_caller(extensions, tenant_slug, &context.subject, write, Listing::None);
+                    refuse(check.await.refusal)?;
                     return Ok(context);
                 }
                 None => Listing::None,
             };
-            let check = self.limiter.enforce_caller(extensions, tenant_slug, &subject, write, listing).await;
+            let check =
+                self.limiter.enforce_caller(extensions, tenant_slug, &caller.claims().subject, write, listing).await;
             let answer = match check.listing {
                 ListingAnswer::NotAsked => RevocationAnswer::NotAsked,
                 ListingAnswer::Answered(revoked) => RevocationAnswer::Revoked(revoked),

@@ -292,7 +292,7 @@ impl RateLimiter {
         let step = Step { name, key, quota };
         let decision = match &inner.shared {
             None => self.locally(step, false),
-            Some(shared) => match shared.check_all(&[step.bucket()], None).await {
+            Some(shared) => match shared.check_all(&[Some(step.bucket())], None).await {
                 Ok(answer) => match answer.outcomes[0] {
                     Some(outcome) => Decision::counted(name.clone(), quota, outcome, false),
                     None => self.failure_mode(step, &Unavailable { retry_in: Duration::from_secs(1), error: None }),
@@ -436,7 +436,6 @@ impl RateLimiter {
                 for (slot, step) in buckets.iter_mut().zip(steps.clone()) {
                     *slot = Some(step.bucket());
                 }
-                let buckets: Vec<Bucket<'_>> = buckets.into_iter().flatten().collect();
                 match shared.check_all(&buckets, lookup).await {
                     Ok(answer) => {
                         let after = match listing {
@@ -610,6 +609,43 @@ mod tests {
             let decision = limiter.check(ANONYMOUS, "k").await;
             assert!(decision.is_allowed() && decision.remaining().is_none());
         }
+    }
+
+    /// A request whose anonymous check was left pending by the middleware.
+    fn pending(key: &str) -> Extensions {
+        let record = RateLimitRecord::default();
+        record.defer_anonymous(key.to_owned());
+        let mut extensions = Extensions::new();
+        extensions.insert(record);
+        extensions
+    }
+
+    #[tokio::test]
+    async fn the_caller_check_stops_at_an_exhausted_anonymous_budget_then_at_a_listed_caller() {
+        let mut config = tiny();
+        config.policies.insert(WRITE.into(), Policy { rate: 1, period: Duration::from_secs(60), burst: 1 });
+        let (limiter, metrics) = limiter(config);
+        // Anonymous burst 2: the third pending check is refused and nothing after it counted.
+        for subject in ["u0", "u1"] {
+            let check = limiter.enforce_caller(&pending("ip"), "acme", subject, false, Listing::Lookup("k")).await;
+            assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::NotAsked));
+        }
+        let check = limiter.enforce_caller(&pending("ip"), "acme", "u2", true, Listing::Listed).await;
+        assert_eq!(check.refusal.map(|p| p.status()), Some(axum::http::StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(check.listing, ListingAnswer::NotAsked, "the listing is not reached");
+        // A listed caller is answered as listed and spends no per-caller budget.
+        let check = limiter.enforce_caller(&pending("other-ip"), "acme", "u2", true, Listing::Listed).await;
+        assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::Answered(true)));
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u2", true, Listing::None).await;
+        assert!(check.refusal.is_none(), "u2's authenticated and write budgets are whole");
+        // u1 spent its one authenticated request above (burst 1); the in-process limiter leaves a
+        // Redis lookup to its caller.
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u1", true, Listing::None).await;
+        assert!(check.refusal.is_some());
+        let text = metrics.render();
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="limited",policy="anonymous"} 1"#), "{text}");
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="allowed",policy="write"} 1"#), "{text}");
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="limited",policy="authenticated"} 1"#), "{text}");
     }
 
     #[test]

@@ -67,23 +67,24 @@ impl SharedStore {
     /// One bucket alone.
     #[cfg(test)]
     pub async fn check(&self, policy: &str, key: &str, quota: Quota) -> Result<Outcome, Unavailable> {
-        let answer = self.check_all(&[Bucket { policy, key, quota }], None).await?;
+        let answer = self.check_all(&[Some(Bucket { policy, key, quota })], None).await?;
         answer.outcomes[0].ok_or(Unavailable { retry_in: Duration::from_secs(1), error: Some("no outcome".into()) })
     }
 
-    /// Decides `buckets` in order, in one script (one EVALSHA). `lookup`: a (fully prefixed) key
-    /// whose existence refuses the request, looked up after the first `.0` buckets were allowed.
+    /// Decides `buckets` (the `Some` ones) in order, in one script (one EVALSHA). `lookup`: a
+    /// (fully prefixed) key whose existence refuses the request, looked up after the first `.0`
+    /// buckets were allowed. Takes a fixed array's slots rather than a `Vec`: no allocation.
     pub async fn check_all(
         &self,
-        buckets: &[Bucket<'_>],
+        buckets: &[Option<Bucket<'_>>],
         lookup: Option<(usize, &str)>,
     ) -> Result<Answer, Unavailable> {
         if let Permit::Rejected(left) = self.breaker.permit(Instant::now()) {
             return Err(Unavailable { retry_in: left.max(Duration::from_secs(1)), error: None });
         }
-        let buckets = &buckets[..buckets.len().min(MAX_BUCKETS)];
+        let buckets = buckets.iter().flatten().take(MAX_BUCKETS);
         let mut invocation = self.script.prepare_invoke();
-        for bucket in buckets {
+        for bucket in buckets.clone() {
             invocation.key(self.redis.key(&["ratelimit", bucket.policy, bucket.key]));
         }
         let gate = match lookup {
@@ -93,8 +94,8 @@ impl SharedStore {
             }
             None => -1,
         };
-        invocation.arg(buckets.len()).arg(gate);
-        for bucket in buckets {
+        invocation.arg(buckets.clone().count()).arg(gate);
+        for bucket in buckets.clone() {
             invocation.arg(bucket.quota.interval_us()).arg(bucket.quota.burst());
         }
         let call = self.redis.run(OPERATION, |mut connection| async move {
