@@ -264,3 +264,40 @@ async fn scenario(app: &TestApp) -> Vec<(StatusCode, String, String)> {
     }
     steps
 }
+
+/// When the combined call fails, each part keeps its own failure mode: the limiter falls back to
+/// its in-process buckets, and the revocation lookup is refused (`closed`, 503) or let through
+/// (`open`), counted in `redis_errors_total{operation="revocation"}` either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_combined_call_fails_each_part_keeps_its_own_failure_mode() {
+    use palisade_auth::RevocationFailureMode;
+    let Some(redis_url) = crate::support::service_url(crate::support::REDIS_VAR) else { return };
+    for mode in [RevocationFailureMode::Closed, RevocationFailureMode::Open] {
+        let proxy = crate::support::proxy::Proxy::start(crate::support::proxy::host_port(&redis_url)).await;
+        let Some(app) = spawn_app(Backend::Postgres, |s| {
+            s.redis.url = Some(crate::support::proxy::through(&redis_url, &proxy).into());
+            s.auth.revocation_failure_mode = mode;
+            s.rate_limit.redis_timeout = Duration::from_millis(250);
+        })
+        .await
+        else {
+            return;
+        };
+        let alice = app.token(Some("demo"), "alice", RW);
+        assert_eq!(send(&app, Method::GET, "/api/v1/todos", &alice, None).await.status(), StatusCode::OK);
+        proxy.cut();
+        let during = send(&app, Method::GET, "/api/v1/todos", &alice, None).await;
+        let expected = match mode {
+            RevocationFailureMode::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            RevocationFailureMode::Open => StatusCode::OK,
+        };
+        assert_eq!(during.status(), expected, "{mode:?}");
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let counted = |line: &str| metrics.lines().any(|l| l.starts_with(line) && !l.ends_with(" 0"));
+        assert!(counted(r#"redis_errors_total{operation="revocation"}"#), "{mode:?}: {metrics}");
+        assert!(counted(r#"redis_errors_total{operation="rate_limit"}"#), "{mode:?}: {metrics}");
+        assert!(counted(r#"rate_limit_decisions_total{decision="bypassed",policy="authenticated"}"#), "{mode:?}");
+        proxy.restore();
+        app.stop().await;
+    }
+}
