@@ -625,7 +625,8 @@ mod tests {
         let mut config = tiny();
         config.policies.insert(WRITE.into(), Policy { rate: 1, period: Duration::from_secs(60), burst: 1 });
         let (limiter, metrics) = limiter(config);
-        // Anonymous burst 2: the third pending check is refused and nothing after it counted.
+        // Anonymous burst 2: the third pending check is refused and nothing after it counted. The
+        // in-process limiter leaves a Redis lookup to its caller (`NotAsked`).
         for subject in ["u0", "u1"] {
             let check = limiter.enforce_caller(&pending("ip"), "acme", subject, false, Listing::Lookup("k")).await;
             assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::NotAsked));
@@ -638,8 +639,7 @@ mod tests {
         assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::Answered(true)));
         let check = limiter.enforce_caller(&Extensions::new(), "acme", "u2", true, Listing::None).await;
         assert!(check.refusal.is_none(), "u2's authenticated and write budgets are whole");
-        // u1 spent its one authenticated request above (burst 1); the in-process limiter leaves a
-        // Redis lookup to its caller.
+        // u1 spent its one authenticated request above (burst 1).
         let check = limiter.enforce_caller(&Extensions::new(), "acme", "u1", true, Listing::None).await;
         assert!(check.refusal.is_some());
         let text = metrics.render();
