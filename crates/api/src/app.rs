@@ -114,7 +114,7 @@ impl Application {
             ),
             false => None,
         };
-        let caller_limits = Arc::new(EdgeCallerLimits(rate_limiter.clone()));
+        let caller_limits = Arc::new(EdgeCallerLimits { limiter: rate_limiter.clone(), auth: auth.clone() });
         let state = AppState::new(state::Parts {
             settings: Arc::new(settings),
             metrics,

@@ -33,7 +33,7 @@
 //!     or more than `server.max_header_count` fields, gets 431 here, inside `normalize` so the
 //!     refusal has the shape of every other error (hyper's own, bare refusal is kept for heads
 //!     twice as large).
-//! 12. `rate_limit::limit_by_client_ip` — the `anonymous` policy per client address, before
+//! 12. `rate_limit::LimitByClientIpLayer` — the `anonymous` policy per client address, before
 //!     authentication (which runs in the handlers' extractors) and before any body is read; inside
 //!     `normalize` so the 429 carries the request id. `/health`, `/ready` and `/metrics` are never
 //!     limited. Leaves a `RateLimitRecord` in the request so the per-user policies the auth code
@@ -50,8 +50,8 @@
 //! composed into one layer per group first (see [`apply`]), because each `Router::layer` call
 //! costs every request a boxed clone per level. Our own layers are [`Hook`]s
 //! (`palisade_ops::hook`), which box nothing per request, where `from_fn` boxes the inner service
-//! and the future of every layer; only the rate limiter, which awaits Redis before the handler,
-//! is still a `from_fn`.
+//! and the future of every layer. The rate limiter, which awaits Redis before the handler, boxes
+//! its future only for the requests it limits (not for the probes).
 
 use std::{any::Any, sync::Arc, time::Duration};
 
@@ -60,7 +60,6 @@ use axum::{
     body::Body,
     extract::{DefaultBodyLimit, Request},
     http::StatusCode,
-    middleware::from_fn_with_state,
     response::{IntoResponse, Response},
 };
 use tower::ServiceBuilder;
@@ -75,7 +74,7 @@ use tower_http::{
 };
 use tracing::Span;
 
-use palisade_edge::{Edge, RateLimiter, rate_limit};
+use palisade_edge::{Edge, RateLimiter, rate_limit::LimitByClientIpLayer};
 
 #[cfg(doc)]
 use palisade_ops::hook::Hook;
@@ -138,7 +137,7 @@ pub fn apply(
         .option_layer(compression)
         .layer(HookLayer::new(problem::Normalize))
         .layer(HookLayer::new(HeadLimits::from(server)))
-        .layer(from_fn_with_state(rate_limiter, rate_limit::limit_by_client_ip))
+        .layer(LimitByClientIpLayer(rate_limiter))
         .layer(HookLayer::new(crate::routes::conditional::NotModified))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, server.request_timeout))

@@ -3,10 +3,10 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use axum::{extract::FromRef, http::Extensions};
-use palisade_auth::Authenticator;
+use palisade_auth::{AuthContext, Authenticator, RevocationAnswer, Unrevoked};
 use palisade_edge::{
     Edge, RateLimiter,
-    rate_limit::{self, AUTHENTICATED, WRITE},
+    rate_limit::{Listing, ListingAnswer},
 };
 use palisade_ops::{Metrics, Problem, Readiness};
 use palisade_store::{Database, Redis};
@@ -79,24 +79,55 @@ parts_from_ref! {
     caller_limits: Arc<dyn CallerLimits>,
 }
 
-/// The per-caller policies (`authenticated`, and `write` for unsafe methods) of the edge's limiter.
+/// The per-caller policies (`authenticated`, and `write` for unsafe methods) of the edge's limiter
+/// and the authenticator's revocation check, in one Redis round trip when both live in Redis.
 #[derive(Debug)]
-pub struct EdgeCallerLimits(pub RateLimiter);
+pub struct EdgeCallerLimits {
+    pub limiter: RateLimiter,
+    pub auth: Arc<Authenticator>,
+}
 
 impl CallerLimits for EdgeCallerLimits {
     fn enforce<'a>(
         &'a self,
         extensions: &'a Extensions,
         tenant_slug: &'a str,
-        subject: &'a str,
         write: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<(), Problem>> + Send + 'a>> {
+        caller: Unrevoked,
+    ) -> Pin<Box<dyn Future<Output = Result<AuthContext, Problem>> + Send + 'a>> {
         Box::pin(async move {
-            rate_limit::enforce(&self.0, extensions, AUTHENTICATED, tenant_slug, subject).await?;
-            if write {
-                rate_limit::enforce(&self.0, extensions, WRITE, tenant_slug, subject).await?;
-            }
-            Ok(())
+            let listing = match caller.redis_key() {
+                _ if caller.known_revoked() => Listing::Listed,
+                Some(key) if self.limiter.is_shared() => Listing::Lookup(key),
+                // In-process limits and a revocation list in Redis: the anonymous check, then the
+                // lookup (its own round trip, the only one), then the per-caller policies.
+                Some(_) => {
+                    let subject = &caller.claims().subject;
+                    let check =
+                        self.limiter.enforce_caller(extensions, tenant_slug, subject, false, Listing::Listed).await;
+                    refuse(check.refusal)?;
+                    let context = self.auth.finish(caller, RevocationAnswer::NotAsked).await?;
+                    let check =
+                        self.limiter.enforce_caller(extensions, tenant_slug, &context.subject, write, Listing::None);
+                    refuse(check.await.refusal)?;
+                    return Ok(context);
+                }
+                None => Listing::None,
+            };
+            let check =
+                self.limiter.enforce_caller(extensions, tenant_slug, &caller.claims().subject, write, listing).await;
+            let answer = match check.listing {
+                ListingAnswer::NotAsked => RevocationAnswer::NotAsked,
+                ListingAnswer::Answered(revoked) => RevocationAnswer::Revoked(revoked),
+                ListingAnswer::Failed(error) => RevocationAnswer::Failed(error),
+            };
+            // A refusal is from a policy decided before the lookup or after it said "not revoked".
+            refuse(check.refusal)?;
+            Ok(self.auth.finish(caller, answer).await?)
         })
     }
+}
+
+fn refuse(refusal: Option<Problem>) -> Result<(), Problem> {
+    refusal.map_or(Ok(()), Err)
 }

@@ -20,7 +20,7 @@ use crate::{
     context::Claims,
     dev::{DevKeys, DevTokenRequest, check_dev_mode},
     jwks::{KeyStore, spawn_refresh},
-    revocation::{MEMORY_CAPACITY, MemoryRevocations, RevocationStore, StoreFailure},
+    revocation::{Lookup, MEMORY_CAPACITY, MemoryRevocations, RevocationStore, StoreFailure},
     token::{RawHeader, from_jwt_error},
 };
 
@@ -47,6 +47,54 @@ fn revocation_key(tenant: &str, jti: &str) -> String {
 pub trait TenantIds: Send + Sync + std::fmt::Debug {
     /// `None` for an unknown tenant or when the lookup failed.
     fn tenant_id<'a>(&'a self, claim: &'a str) -> Pin<Box<dyn Future<Output = Option<uuid::Uuid>> + Send + 'a>>;
+}
+
+/// A verified caller whose token has not been checked against the revocation list yet: the
+/// tenant extractor makes that lookup in the same Redis round trip as its rate limits (see
+/// docs/adr/0002), then hands the answer to [`Authenticator::finish`]. Holding one is no
+/// authentication: only `finish` yields the [`AuthContext`].
+#[derive(Debug)]
+pub struct Unrevoked {
+    context: AuthContext,
+    lookup: Lookup,
+}
+
+impl Unrevoked {
+    /// A context that needs no lookup (already checked by an earlier extractor).
+    pub fn checked(context: AuthContext) -> Self {
+        Self { context, lookup: Lookup::None }
+    }
+
+    /// The verified claims, for deciding the tenant before the lookup; not to be trusted as an
+    /// authenticated caller yet.
+    pub fn claims(&self) -> &AuthContext {
+        &self.context
+    }
+
+    /// The Redis key to look up (its existence means "revoked"), when the list is in Redis.
+    pub fn redis_key(&self) -> Option<&str> {
+        match &self.lookup {
+            Lookup::Redis(key) => Some(key),
+            Lookup::None | Lookup::Known(_) => None,
+        }
+    }
+
+    /// Whether the token is known to be revoked without asking Redis (in-process list).
+    pub fn known_revoked(&self) -> bool {
+        matches!(self.lookup, Lookup::Known(true))
+    }
+}
+
+/// What became of an [`Unrevoked`]'s Redis lookup when another component made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationAnswer {
+    /// Not made: [`Authenticator::finish`] makes it (one round trip of its own).
+    NotAsked,
+    /// Made: whether the key exists.
+    Revoked(bool),
+    /// The call that carried it failed (its Redis error is counted by its own operation label
+    /// too); `revocation_failure_mode` decides.
+    Failed(String),
 }
 
 /// How tokens are verified: by the issuer's published keys, or by the development secret.
@@ -206,6 +254,54 @@ impl Authenticator {
         }
     }
 
+    /// [`Self::authenticate_headers`] up to the revocation check, which is left to the caller
+    /// (to ride in one Redis call with its rate limits) and ended by [`Self::finish`]. Failures
+    /// are counted as by `authenticate_headers`. An API key is checked completely here (its
+    /// revocation is in the database).
+    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Unrevoked, AuthError> {
+        let token = match bearer_token(headers) {
+            Ok(token) => token,
+            Err(error) => return self.counted(Err(error)).map(Unrevoked::checked),
+        };
+        if api_key::looks_like_key(token) {
+            return self.authenticate(token).await.map(Unrevoked::checked);
+        }
+        let context = self.counted(self.verify_token(token).await)?;
+        let lookup = match context.jti.as_deref() {
+            Some(jti) => {
+                let tenant = self.canonical_tenant(context.tenant.as_deref()).await;
+                self.revocations.lookup(&revocation_key(&tenant, jti))
+            }
+            None => Lookup::None,
+        };
+        Ok(Unrevoked { context, lookup })
+    }
+
+    /// Ends [`Self::verify_headers`]: the context when the token is not revoked. `answer` is the
+    /// Redis lookup's outcome when another call made it; `NotAsked` makes it here. A failed
+    /// lookup is decided by `revocation_failure_mode` exactly as in [`Self::authenticate`], and
+    /// counted in `redis_errors_total{operation="revocation"}`.
+    pub async fn finish(&self, caller: Unrevoked, answer: RevocationAnswer) -> Result<AuthContext, AuthError> {
+        let Unrevoked { context, lookup } = caller;
+        let result = match (lookup, answer) {
+            (Lookup::None, _) | (Lookup::Known(false), _) => return Ok(context),
+            (Lookup::Known(true), _) | (Lookup::Redis(_), RevocationAnswer::Revoked(true)) => Err(AuthError::Revoked),
+            (Lookup::Redis(_), RevocationAnswer::Revoked(false)) => Ok(context),
+            (Lookup::Redis(key), RevocationAnswer::NotAsked) => {
+                let checked = self.revocations.is_revoked_at(&key).await;
+                self.revocation_decided(context, checked)
+            }
+            (Lookup::Redis(_), RevocationAnswer::Failed(error)) => {
+                self.metrics.redis_error("revocation");
+                self.revocation_decided(context, Err(StoreFailure::Combined(error)))
+            }
+        };
+        match result {
+            Ok(context) => Ok(context),
+            Err(error) => Err(self.refused(error)),
+        }
+    }
+
     /// Verifies `token` like [`Self::authenticate`] but without the revocation check: for
     /// revoking a token that may already be revoked.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
@@ -234,7 +330,7 @@ impl Authenticator {
                 Ok(())
             }
             Err(StoreFailure::Full) => Err(AuthError::RevocationListFull),
-            Err(StoreFailure::Redis(error)) => {
+            Err(error @ (StoreFailure::Redis(_) | StoreFailure::Combined(_))) => {
                 tracing::error!(%error, "a token revocation could not be stored");
                 Err(AuthError::RevocationUnavailable)
             }
@@ -400,7 +496,17 @@ impl Authenticator {
             return Ok(context);
         };
         let tenant = self.canonical_tenant(context.tenant.as_deref()).await;
-        match self.revocations.is_revoked(&revocation_key(&tenant, jti)).await {
+        let checked = self.revocations.is_revoked(&revocation_key(&tenant, jti)).await;
+        self.revocation_decided(context, checked)
+    }
+
+    /// The context, refused when revoked; a failed lookup is decided by the failure mode.
+    fn revocation_decided(
+        &self,
+        context: AuthContext,
+        checked: Result<bool, StoreFailure>,
+    ) -> Result<AuthContext, AuthError> {
+        match checked {
             Ok(false) => Ok(context),
             Ok(true) => Err(AuthError::Revoked),
             Err(error) => match self.failure_mode {
@@ -409,7 +515,7 @@ impl Authenticator {
                     Err(AuthError::RevocationUnavailable)
                 }
                 RevocationFailureMode::Open => {
-                    // `Redis::run` already counted the error in redis_errors_total{operation="revocation"}.
+                    // Already counted in redis_errors_total{operation="revocation"}.
                     self.warn_open(&error);
                     Ok(context)
                 }

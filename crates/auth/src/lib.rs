@@ -21,7 +21,7 @@ mod revocation;
 mod token;
 
 pub use api_key::{ApiKeyLookup, KeyUse, StoredKey};
-pub use authenticator::{Authenticator, TenantIds};
+pub use authenticator::{Authenticator, RevocationAnswer, TenantIds, Unrevoked};
 pub use config::{AuthConfig, RevocationFailureMode};
 pub use context::{AuthContext, scopes};
 pub use dev::{DEV_AUDIENCE, DEV_ISSUER, DEV_SECRET, DevTokenRequest, mint_dev_token};

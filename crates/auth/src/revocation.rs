@@ -18,6 +18,17 @@ pub(crate) enum RevocationStore {
     Redis(Redis),
 }
 
+/// A revocation lookup not made yet.
+#[derive(Debug, Clone)]
+pub(crate) enum Lookup {
+    /// Nothing to look up (no jti, an API key, or already checked).
+    None,
+    /// The in-process list answered.
+    Known(bool),
+    /// The Redis key whose existence means "revoked".
+    Redis(String),
+}
+
 /// A revocation could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreFailure {
@@ -25,6 +36,9 @@ pub(crate) enum StoreFailure {
     Redis(#[from] RedisFailure),
     #[error("the in-process revocation list is full")]
     Full,
+    /// The rate limiter's combined call that carried the lookup failed.
+    #[error("{0}")]
+    Combined(String),
 }
 
 impl RevocationStore {
@@ -54,19 +68,31 @@ impl RevocationStore {
         }
     }
 
+    /// Where `jti` is looked up: the answer when the list is in process, else the Redis key, so
+    /// that the lookup can ride in another Redis call (see [`crate::Unrevoked`]).
+    pub(crate) fn lookup(&self, jti: &str) -> Lookup {
+        match self {
+            Self::Memory(memory) => Lookup::Known(memory.contains(jti)),
+            Self::Redis(redis) => Lookup::Redis(redis.key(&["revoked", jti])),
+        }
+    }
+
     pub(crate) async fn is_revoked(&self, jti: &str) -> Result<bool, StoreFailure> {
         match self {
             Self::Memory(memory) => Ok(memory.contains(jti)),
-            Self::Redis(redis) => {
-                let key = redis.key(&["revoked", jti]);
-                let count = redis
-                    .run("revocation", move |mut connection| async move {
-                        ::redis::cmd("EXISTS").arg(&key).query_async::<i64>(&mut connection).await
-                    })
-                    .await?;
-                Ok(count > 0)
-            }
+            Self::Redis(redis) => self.is_revoked_at(&redis.key(&["revoked", jti])).await,
         }
+    }
+
+    /// Looks up a key [`Self::lookup`] returned (one round trip of its own).
+    pub(crate) async fn is_revoked_at(&self, key: &str) -> Result<bool, StoreFailure> {
+        let Self::Redis(redis) = self else { return Ok(false) };
+        let count = redis
+            .run("revocation", move |mut connection| async move {
+                ::redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut connection).await
+            })
+            .await?;
+        Ok(count > 0)
     }
 }
 

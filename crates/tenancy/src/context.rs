@@ -7,7 +7,7 @@ use axum::{
     extract::{FromRef, FromRequestParts},
     http::{Extensions, request::Parts},
 };
-use palisade_auth::{AuthContext, AuthError, Authenticator, scopes};
+use palisade_auth::{AuthContext, AuthError, Authenticator, Unrevoked, scopes};
 use palisade_ops::{Problem, RequestId, client_ip};
 use palisade_store::Database;
 
@@ -20,19 +20,23 @@ use crate::{
     users::{self, User, UserRole},
 };
 
-/// The per-caller rate limits, applied once the tenant and the subject are known. Tenancy knows
-/// who the caller is; the limits themselves (policies, buckets, headers, the 429) are the edge's,
-/// and the api crate connects the two, so tenancy does not depend on the edge.
+/// The per-caller rate limits and the revocation check, made together once the tenant and the
+/// subject are known (one Redis round trip, see docs/adr/0004-rate-limiting.md). Tenancy knows
+/// who the caller is; the limits themselves (policies, buckets, headers, the 429) are the edge's
+/// and the revocation list the authenticator's, and the api crate connects them, so tenancy does
+/// not depend on the edge.
 pub trait CallerLimits: Send + Sync + std::fmt::Debug {
-    /// Counts one request of `subject` in the tenant `tenant_slug` (a write when `write`), records
-    /// the decisions for the response headers in `extensions`, and returns the refusal if any.
+    /// Counts one request of `caller` in the tenant `tenant_slug` (a write when `write`) after
+    /// the client's pending anonymous check, checks that the caller's token is not revoked,
+    /// records the decisions for the response headers in `extensions`, and returns the
+    /// authenticated caller or the refusal (429, 401 revoked, 503).
     fn enforce<'a>(
         &'a self,
         extensions: &'a Extensions,
         tenant_slug: &'a str,
-        subject: &'a str,
         write: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<(), Problem>> + Send + 'a>>;
+        caller: Unrevoked,
+    ) -> Pin<Box<dyn Future<Output = Result<AuthContext, Problem>> + Send + 'a>>;
 }
 
 /// Tenancy's share of the application state.
@@ -100,7 +104,15 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = AuthContext::from_request_parts(parts, state).await.map_err(Problem::from)?;
+        // An earlier extractor may have authenticated the request completely; otherwise the token
+        // is verified here and its revocation lookup rides with the per-caller rate limits below.
+        let caller = match parts.extensions.get::<AuthContext>() {
+            Some(context) => Unrevoked::checked(context.clone()),
+            None => {
+                Arc::<Authenticator>::from_ref(state).verify_headers(&parts.headers).await.map_err(Problem::from)?
+            }
+        };
+        let auth = caller.claims();
         if auth.subject.chars().count() > 255 {
             return Err(TenancyError::SubjectTooLong.into());
         }
@@ -125,7 +137,10 @@ where
         // Per (tenant, subject) budgets, keyed by slug because tenant overrides are; an API key's
         // subject is `apikey:<id>`, so every key has buckets of its own.
         let write = !parts.method.is_safe();
-        Arc::<dyn CallerLimits>::from_ref(state).enforce(&parts.extensions, &tenant.slug, &auth.subject, write).await?;
+        let limits = Arc::<dyn CallerLimits>::from_ref(state);
+        let auth = limits.enforce(&parts.extensions, &tenant.slug, write, caller).await?;
+        tracing::Span::current().record("user_id", auth.subject.as_str());
+        parts.extensions.insert(auth.clone());
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
         let (user, session) = if write {

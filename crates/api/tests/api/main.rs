@@ -21,6 +21,7 @@ mod jobs;
 mod observability;
 mod openapi_constraints;
 mod outbox;
+mod round_trips;
 mod tenancy;
 
 /// One test module per resource, `tests/api/resources/<name>.rs`, declared by the build script.

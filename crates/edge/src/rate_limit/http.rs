@@ -13,17 +13,23 @@
 //! again, rounded up.
 
 use std::{
+    convert::Infallible,
     sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::{
+    TryFutureExt,
+    future::{BoxFuture, Either, MapOk},
+};
 use palisade_ops::Problem;
+use tower::{Layer, Service, ServiceExt};
 
 use super::{ANONYMOUS, Decision, RateLimiter, Verdict};
 use crate::client_ip::client_ip_of;
@@ -98,43 +104,154 @@ impl Decision {
 }
 
 /// The decisions taken for one request, in its extensions, so that every policy that applied
-/// (the anonymous one here, the per-user ones in the auth code) reports on the response.
+/// (the anonymous one here, the per-caller ones in the tenant extractor) reports on the response;
+/// and the anonymous check left pending for an authenticated request, so that it can be made in
+/// the same Redis round trip as the per-caller ones (see [`RateLimiter::enforce_caller`]).
+/// One allocation per request: the decisions live in a fixed array.
 #[derive(Debug, Clone, Default)]
-pub struct RateLimitRecord(Arc<Mutex<Vec<Decision>>>);
+pub struct RateLimitRecord(Arc<Mutex<Entries>>);
+
+/// Policies one request reports at most; anonymous, authenticated and write are three.
+const RECORDED: usize = 4;
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// The client key of an anonymous check not made yet.
+    pending: Option<String>,
+    decisions: [Option<Decision>; RECORDED],
+}
 
 impl RateLimitRecord {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Records a decision, replacing an earlier one of the same policy.
     pub fn record(&self, decision: Decision) {
-        let mut decisions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        decisions.retain(|d| d.policy() != decision.policy());
-        decisions.push(decision);
+        let mut entries = self.lock();
+        let slots = &mut entries.decisions;
+        let slot = match slots.iter().position(|d| d.as_ref().is_some_and(|d| d.policy() == decision.policy())) {
+            Some(index) => index,
+            None => match slots.iter().position(Option::is_none) {
+                Some(index) => index,
+                // More policies than a request ever has: the oldest report gives way.
+                None => {
+                    slots.rotate_left(1);
+                    RECORDED - 1
+                }
+            },
+        };
+        slots[slot] = Some(decision);
+    }
+
+    /// Leaves the `anonymous` check of `client_key` pending, for whoever makes the next Redis call.
+    pub fn defer_anonymous(&self, client_key: String) {
+        self.lock().pending = Some(client_key);
+    }
+
+    /// Takes the pending anonymous check (its client key), if any: the taker makes it.
+    pub fn take_pending(&self) -> Option<String> {
+        self.lock().pending.take()
     }
 
     /// Replaces any rate-limit headers on `headers` with those of every recorded decision.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         headers.remove(&RATELIMIT_POLICY);
         headers.remove(&RATELIMIT);
-        for decision in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for decision in self.lock().decisions.iter().flatten() {
             decision.append_headers(headers);
         }
     }
 }
 
+/// The layer of [`limit_by_client_ip`]. Probes, and every request while limiting is off, pass
+/// straight to the inner service: only a request that is limited pays for a boxed future.
+#[derive(Debug, Clone)]
+pub struct LimitByClientIpLayer(pub RateLimiter);
+
+impl<S> Layer<S> for LimitByClientIpLayer {
+    type Service = LimitByClientIp<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitByClientIp { limiter: self.0.clone(), inner }
+    }
+}
+
+/// The service [`LimitByClientIpLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct LimitByClientIp<S> {
+    limiter: RateLimiter,
+    inner: S,
+}
+
+type IntoResponseFn<R> = fn(R) -> Response;
+
+impl<S> Service<Request> for LimitByClientIp<S>
+where
+    S: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        Either<MapOk<S::Future, IntoResponseFn<S::Response>>, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !self.limiter.is_enabled() || UNLIMITED_PATHS.contains(&request.uri().path()) {
+            return Either::Left(self.inner.call(request).map_ok(IntoResponse::into_response as IntoResponseFn<_>));
+        }
+        // The ready service goes into the future; this one keeps a fresh clone for the next call.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        let limiter = self.limiter.clone();
+        Either::Right(Box::pin(async move { Ok(limit_by_client_ip(limiter, request, ready).await) }))
+    }
+}
+
 /// Middleware: the `anonymous` policy per client address, on every route except
 /// [`UNLIMITED_PATHS`]. Needs the client IP resolved first (see `client_ip::resolve`).
-pub async fn limit_by_client_ip(State(limiter): State<RateLimiter>, mut request: Request, next: Next) -> Response {
-    if !limiter.is_enabled() || UNLIMITED_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
+///
+/// A request without credentials is checked at once. A request with an `Authorization` header
+/// leaves its check pending in the [`RateLimitRecord`]: the tenant extractor makes it in the same
+/// Redis round trip as the revocation lookup and the per-caller policies. When nothing took it
+/// (authentication failed, a route without tenant, a route that does not authenticate), it is
+/// made here after the response, and a refusal is remembered in process until its retry-after,
+/// so the client's next requests are refused up front: a flood of junk tokens ends in 429s.
+async fn limit_by_client_ip<S>(limiter: RateLimiter, mut request: Request, inner: S) -> Response
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+{
     let key = client_ip_of(request.extensions()).map_or_else(|| "unknown".to_owned(), |ip| limiter.client_key(ip));
-    let decision = limiter.check(ANONYMOUS, &key).await;
-    if let Some(problem) = decision.problem() {
+    if let Some(refused) = limiter.remembered_refusal(&key)
+        && let Some(problem) = refused.problem()
+    {
         return problem.into_response();
     }
     let record = RateLimitRecord::default();
-    record.record(decision);
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        record.defer_anonymous(key);
+    } else {
+        let decision = limiter.check(ANONYMOUS, &key).await;
+        if let Some(problem) = decision.problem() {
+            limiter.remember_refusal(key, &decision);
+            return problem.into_response();
+        }
+        record.record(decision);
+    }
     request.extensions_mut().insert(record.clone());
-    let mut response = next.run(request).await;
+    let Ok(response) = inner.oneshot(request).await;
+    let mut response = response.into_response();
+    if let Some(key) = record.take_pending() {
+        let decision = limiter.check(ANONYMOUS, &key).await;
+        limiter.remember_refusal(key, &decision);
+        record.record(decision);
+    }
     record.write_headers(response.headers_mut());
     response
 }

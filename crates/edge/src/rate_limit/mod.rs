@@ -1,8 +1,9 @@
 //! Rate limiting with GCRA (see docs/adr/0004-rate-limiting.md): named policies, per client IP
-//! before authentication ([`limit_by_client_ip`], policy `anonymous`) and per (tenant, subject)
-//! after it ([`RateLimiter::check_tenant`] / [`enforce`], called by the auth code), in process or
-//! in Redis shared by every replica, with a circuit breaker and a failure mode for when Redis is
-//! not there.
+//! before authentication ([`LimitByClientIpLayer`], policy `anonymous`) and per (tenant, subject)
+//! after it ([`RateLimiter::enforce_caller`], called by the tenant extractor, together with a
+//! pending anonymous check and a revocation lookup in one Redis round trip), in process or in
+//! Redis shared by every replica, with a circuit breaker and a failure mode for when Redis is not
+//! there.
 
 mod breaker;
 mod config;
@@ -11,17 +12,28 @@ mod http;
 mod memory;
 mod shared;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use axum::http::Extensions;
 use ipnet::Ipv6Net;
+use moka::sync::Cache;
 use palisade_ops::Metrics;
 use palisade_store::Redis;
 
-use self::{breaker::CircuitBreaker, memory::MemoryStore, shared::SharedStore};
+use self::{
+    breaker::CircuitBreaker,
+    memory::MemoryStore,
+    shared::{Bucket, MAX_BUCKETS, SharedStore, Unavailable},
+};
 pub use self::{
     config::{ANONYMOUS, AUTHENTICATED, BackendChoice, FailureMode, Policy, PolicyChange, RateLimitConfig, WRITE},
     gcra::{Outcome, Quota},
-    http::{RateLimitRecord, UNLIMITED_PATHS, enforce, limit_by_client_ip},
+    http::{LimitByClientIp, LimitByClientIpLayer, RateLimitRecord, UNLIMITED_PATHS, enforce},
 };
 
 /// The `decision` label values of `rate_limit_decisions_total`.
@@ -103,6 +115,58 @@ impl Decision {
     }
 }
 
+/// A lookup the limiter makes for the caller between the anonymous and the per-caller policies,
+/// in the same Redis round trip: whether the caller is on a deny list (in practice: whether its
+/// token is revoked; the limiter knows only a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing<'a> {
+    /// Nothing to look up.
+    None,
+    /// Already known to be listed (an in-process revocation list): the per-caller policies are
+    /// not counted, but an exhausted anonymous budget still answers first.
+    Listed,
+    /// The fully prefixed Redis key whose existence means "listed".
+    Lookup(&'a str),
+}
+
+/// What became of a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListingAnswer {
+    /// Not looked up: there was nothing to look up, the anonymous policy refused first, or Redis
+    /// was not asked (in-process limiter, limiting disabled, open circuit); the caller looks it
+    /// up itself if it still matters.
+    NotAsked,
+    /// Looked up (or known): whether the caller is listed.
+    Answered(bool),
+    /// The combined Redis call failed; the caller's own failure mode decides.
+    Failed(String),
+}
+
+/// The result of [`RateLimiter::enforce_caller`].
+#[derive(Debug)]
+pub struct CallerCheck {
+    /// The refusal (429, or 503 in failure mode `deny`) of the first policy that refused. A
+    /// listed caller is never refused here: the deny list answers first.
+    pub refusal: Option<palisade_ops::Problem>,
+    pub listing: ListingAnswer,
+}
+
+/// An anonymous refusal remembered in process: until `allow_at` the client is refused up front.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    quota: Quota,
+    allow_at: Instant,
+    full_at: Instant,
+}
+
+/// One policy applied to one bucket, resolved (tenant override included).
+#[derive(Debug, Clone, Copy)]
+struct Step<'a> {
+    name: &'a Arc<str>,
+    key: &'a str,
+    quota: Quota,
+}
+
 #[derive(Debug)]
 struct NamedPolicy {
     name: Arc<str>,
@@ -117,6 +181,9 @@ struct Inner {
     overrides: HashMap<String, HashMap<String, Quota>>,
     local: MemoryStore,
     shared: Option<SharedStore>,
+    /// Clients whose anonymous budget was found exhausted, until their retry-after: their next
+    /// requests are refused without asking Redis. Bounded like the in-process store.
+    refused: Cache<String, Remembered>,
     failure_mode: FailureMode,
     ipv6_prefix_len: u8,
     metrics: Arc<Metrics>,
@@ -184,6 +251,10 @@ impl RateLimiter {
                 overrides,
                 local: MemoryStore::new(config.memory_max_keys, config.longest_window()),
                 shared,
+                refused: Cache::builder()
+                    .max_capacity(config.memory_max_keys)
+                    .time_to_live(config.longest_window().max(Duration::from_secs(1)))
+                    .build(),
                 failure_mode: config.failure_mode,
                 ipv6_prefix_len: config.ipv6_prefix_len,
                 metrics,
@@ -214,6 +285,29 @@ impl RateLimiter {
 
     async fn check_with(&self, policy: &str, key: &str, tenant: Option<&str>) -> Decision {
         let inner = &*self.inner;
+        let (name, quota) = match self.resolve(policy, tenant) {
+            Ok(resolved) => resolved,
+            Err(decision) => return decision,
+        };
+        let step = Step { name, key, quota };
+        let decision = match &inner.shared {
+            None => self.locally(step, false),
+            Some(shared) => match shared.check_all(&[Some(step.bucket())], None).await {
+                Ok(answer) => match answer.outcomes[0] {
+                    Some(outcome) => Decision::counted(name.clone(), quota, outcome, false),
+                    None => self.failure_mode(step, &Unavailable { retry_in: Duration::from_secs(1), error: None }),
+                },
+                Err(unavailable) => self.failure_mode(step, &unavailable),
+            },
+        };
+        self.count(&decision);
+        decision
+    }
+
+    /// The policy's name and quota (the tenant's override when it has one); or, for an unknown
+    /// policy or disabled limiting, the decision to take without counting anything.
+    fn resolve(&self, policy: &str, tenant: Option<&str>) -> Result<(&Arc<str>, Quota), Decision> {
+        let inner = &*self.inner;
         let Some(named) = inner.policies.get(policy) else {
             tracing::error!(policy, "rate limit check against an unknown policy; allowed");
             inner
@@ -221,37 +315,205 @@ impl RateLimiter {
                 .rate_limit_decisions_total
                 .with_label_values(&[UNKNOWN_POLICY, decision_label::BYPASSED])
                 .inc();
-            return Decision::unlimited(UNKNOWN_POLICY.into());
+            return Err(Decision::unlimited(UNKNOWN_POLICY.into()));
         };
         if !inner.enabled {
-            return Decision::unlimited(named.name.clone());
+            return Err(Decision::unlimited(named.name.clone()));
         }
         let quota = tenant
             .and_then(|tenant| inner.overrides.get(tenant))
             .and_then(|quotas| quotas.get(policy))
             .copied()
             .unwrap_or(named.quota);
-        let decision = match &inner.shared {
-            None => Decision::counted(named.name.clone(), quota, inner.local.check(&named.name, key, quota), false),
-            Some(shared) => match shared.check(&named.name, key, quota).await {
-                Ok(outcome) => Decision::counted(named.name.clone(), quota, outcome, false),
-                Err(unavailable) => match inner.failure_mode {
-                    FailureMode::Fallback => {
-                        Decision::counted(named.name.clone(), quota, inner.local.check(&named.name, key, quota), true)
-                    }
-                    FailureMode::Allow => Decision { bypassed: true, ..Decision::unlimited(named.name.clone()) },
-                    FailureMode::Deny => Decision {
-                        policy: named.name.clone(),
-                        verdict: Verdict::Unavailable,
-                        counted: None,
-                        retry_after: unavailable.retry_in,
-                        bypassed: true,
-                    },
-                },
+        Ok((&named.name, quota))
+    }
+
+    fn locally(&self, step: Step<'_>, bypassed: bool) -> Decision {
+        let outcome = self.inner.local.check(step.name, step.key, step.quota);
+        Decision::counted(step.name.clone(), step.quota, outcome, bypassed)
+    }
+
+    /// The decision `rate_limit.failure_mode` takes when Redis could not decide.
+    fn failure_mode(&self, step: Step<'_>, unavailable: &Unavailable) -> Decision {
+        match self.inner.failure_mode {
+            FailureMode::Fallback => self.locally(step, true),
+            FailureMode::Allow => Decision { bypassed: true, ..Decision::unlimited(step.name.clone()) },
+            FailureMode::Deny => Decision {
+                policy: step.name.clone(),
+                verdict: Verdict::Unavailable,
+                counted: None,
+                retry_after: unavailable.retry_in,
+                bypassed: true,
             },
+        }
+    }
+
+    fn count(&self, decision: &Decision) {
+        self.inner.metrics.rate_limit_decisions_total.with_label_values(&[decision.policy(), decision.label()]).inc();
+    }
+
+    /// Whether decisions are taken in Redis (shared by every replica).
+    pub fn is_shared(&self) -> bool {
+        self.inner.enabled && self.inner.shared.is_some()
+    }
+
+    /// The per-caller check of an authenticated request, in one Redis round trip when the limiter
+    /// is shared: the client's pending `anonymous` check (left in the request's
+    /// [`RateLimitRecord`] by [`LimitByClientIpLayer`]), then `listing` (a revocation), then
+    /// `authenticated` for `tenant:subject` (with the tenant's overrides), then `write` when
+    /// `write`. The first refusal stops everything after it, so a request refused for one reason
+    /// spends nothing of the budgets after it; a listed caller spends no per-caller budget.
+    /// Every decision is counted and recorded for the response headers.
+    pub async fn enforce_caller(
+        &self,
+        extensions: &Extensions,
+        tenant: &str,
+        subject: &str,
+        write: bool,
+        listing: Listing<'_>,
+    ) -> CallerCheck {
+        let record = extensions.get::<RateLimitRecord>();
+        let pending = record.and_then(RateLimitRecord::take_pending);
+        let caller_key = format!("{tenant}:{subject}");
+        let policies = [(ANONYMOUS, pending.as_deref(), None), (AUTHENTICATED, Some(&*caller_key), Some(tenant))];
+        let write_policy = [(WRITE, Some(&*caller_key), Some(tenant))];
+        let wanted = policies.iter().chain(write.then_some(&write_policy[0]));
+        let mut steps: [Option<Step<'_>>; MAX_BUCKETS] = [None; MAX_BUCKETS];
+        let mut count = 0;
+        // How many steps are decided before the listing: the anonymous one, when pending.
+        let mut gate = 0;
+        for &(policy, key, tenant) in wanted {
+            let Some(key) = key else { continue };
+            match self.resolve(policy, tenant) {
+                Ok((name, quota)) => {
+                    steps[count] = Some(Step { name, key, quota });
+                    count += 1;
+                }
+                // Unknown or disabled: allowed and reported as such, nothing to count.
+                Err(decision) => note(record, decision),
+            }
+            if policy == ANONYMOUS {
+                gate = count;
+            }
+        }
+        let steps = &steps[..count];
+        let (refusal, listing) = self.decide_steps(steps, gate, listing, record).await;
+        CallerCheck { refusal: refusal.and_then(|decision| decision.problem()), listing }
+    }
+
+    /// Decides `steps` in order, stopping at the first refusal, with `listing` looked up after
+    /// the first `gate` steps (in the same script when Redis decides). Returns the refusal, if
+    /// any, and what became of the listing.
+    async fn decide_steps(
+        &self,
+        steps: &[Option<Step<'_>>],
+        gate: usize,
+        listing: Listing<'_>,
+        record: Option<&RateLimitRecord>,
+    ) -> (Option<Decision>, ListingAnswer) {
+        // A caller known to be listed is only checked against what comes before the listing.
+        let steps = if listing == Listing::Listed { &steps[..gate.min(steps.len())] } else { steps };
+        let reached = match listing {
+            Listing::None => ListingAnswer::NotAsked,
+            Listing::Listed => ListingAnswer::Answered(true),
+            Listing::Lookup(_) => ListingAnswer::NotAsked,
         };
-        inner.metrics.rate_limit_decisions_total.with_label_values(&[decision.policy(), decision.label()]).inc();
-        decision
+        let lookup = match listing {
+            Listing::Lookup(key) => Some((gate, key)),
+            Listing::None | Listing::Listed => None,
+        };
+        let steps = steps.iter().flatten().copied();
+        let decide = |decision: Decision, index: usize, after: ListingAnswer| {
+            self.count(&decision);
+            let refused = !decision.is_allowed();
+            let listing = if refused && index < gate { ListingAnswer::NotAsked } else { after };
+            note(record, decision.clone());
+            refused.then_some((decision, listing))
+        };
+        match &self.inner.shared {
+            Some(shared) if self.inner.enabled => {
+                let mut buckets = [None; MAX_BUCKETS];
+                for (slot, step) in buckets.iter_mut().zip(steps.clone()) {
+                    *slot = Some(step.bucket());
+                }
+                match shared.check_all(&buckets, lookup).await {
+                    Ok(answer) => {
+                        let after = match listing {
+                            Listing::Lookup(_) => ListingAnswer::Answered(answer.listed),
+                            _ => reached,
+                        };
+                        if answer.listed {
+                            // The script stopped at the listing: only the steps before it were decided.
+                            for (index, (step, outcome)) in steps.zip(answer.outcomes).enumerate().take(gate) {
+                                let Some(outcome) = outcome else { break };
+                                let decision = Decision::counted(step.name.clone(), step.quota, outcome, false);
+                                decide(decision, index, after.clone());
+                            }
+                            return (None, after);
+                        }
+                        for (index, (step, outcome)) in steps.zip(answer.outcomes).enumerate() {
+                            let Some(outcome) = outcome else { break };
+                            let decision = Decision::counted(step.name.clone(), step.quota, outcome, false);
+                            if let Some(refused) = decide(decision, index, after.clone()) {
+                                return (Some(refused.0), refused.1);
+                            }
+                        }
+                        (None, after)
+                    }
+                    Err(unavailable) => {
+                        let after = match (&listing, &unavailable.error) {
+                            (Listing::Lookup(_), Some(error)) => ListingAnswer::Failed(error.clone()),
+                            _ => reached,
+                        };
+                        for (index, step) in steps.enumerate() {
+                            if let Some(refused) = decide(self.failure_mode(step, &unavailable), index, after.clone()) {
+                                return (Some(refused.0), refused.1);
+                            }
+                        }
+                        (None, after)
+                    }
+                }
+            }
+            _ => {
+                for (index, step) in steps.enumerate() {
+                    if let Some(refused) = decide(self.locally(step, false), index, reached.clone()) {
+                        return (Some(refused.0), refused.1);
+                    }
+                }
+                (None, reached)
+            }
+        }
+    }
+
+    /// The client's anonymous refusal remembered in process, still in force: the decision to
+    /// answer with, without asking Redis. Counted like any refusal.
+    pub fn remembered_refusal(&self, client_key: &str) -> Option<Decision> {
+        let remembered = self.inner.refused.get(client_key)?;
+        let now = Instant::now();
+        if now >= remembered.allow_at {
+            self.inner.refused.invalidate(client_key);
+            return None;
+        }
+        let name = self.inner.policies.get(ANONYMOUS)?.name.clone();
+        let outcome = Outcome {
+            allowed: false,
+            remaining: 0,
+            retry_after: remembered.allow_at - now,
+            reset_after: remembered.full_at.saturating_duration_since(now),
+        };
+        let decision = Decision::counted(name, remembered.quota, outcome, false);
+        self.count(&decision);
+        Some(decision)
+    }
+
+    /// Remembers an anonymous refusal until its retry-after: GCRA allows nothing before then.
+    pub fn remember_refusal(&self, client_key: String, decision: &Decision) {
+        if let (Verdict::Limited, Some((quota, outcome))) = (decision.verdict, decision.counted) {
+            let now = Instant::now();
+            let remembered =
+                Remembered { quota, allow_at: now + outcome.retry_after, full_at: now + outcome.reset_after };
+            self.inner.refused.insert(client_key, remembered);
+        }
     }
 
     /// The bucket id of a client address: the address itself, or for IPv6 its network of
@@ -262,6 +524,19 @@ impl RateLimiter {
             IpAddr::V6(v6) => Ipv6Net::new(v6, self.inner.ipv6_prefix_len)
                 .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
         }
+    }
+}
+
+impl<'a> Step<'a> {
+    fn bucket(self) -> Bucket<'a> {
+        Bucket { policy: self.name, key: self.key, quota: self.quota }
+    }
+}
+
+/// Records `decision` for the response headers, when the request has a record.
+fn note(record: Option<&RateLimitRecord>, decision: Decision) {
+    if let Some(record) = record {
+        record.record(decision);
     }
 }
 
@@ -334,6 +609,43 @@ mod tests {
             let decision = limiter.check(ANONYMOUS, "k").await;
             assert!(decision.is_allowed() && decision.remaining().is_none());
         }
+    }
+
+    /// A request whose anonymous check was left pending by the middleware.
+    fn pending(key: &str) -> Extensions {
+        let record = RateLimitRecord::default();
+        record.defer_anonymous(key.to_owned());
+        let mut extensions = Extensions::new();
+        extensions.insert(record);
+        extensions
+    }
+
+    #[tokio::test]
+    async fn the_caller_check_stops_at_an_exhausted_anonymous_budget_then_at_a_listed_caller() {
+        let mut config = tiny();
+        config.policies.insert(WRITE.into(), Policy { rate: 1, period: Duration::from_secs(60), burst: 1 });
+        let (limiter, metrics) = limiter(config);
+        // Anonymous burst 2: the third pending check is refused and nothing after it counted. The
+        // in-process limiter leaves a Redis lookup to its caller (`NotAsked`).
+        for subject in ["u0", "u1"] {
+            let check = limiter.enforce_caller(&pending("ip"), "acme", subject, false, Listing::Lookup("k")).await;
+            assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::NotAsked));
+        }
+        let check = limiter.enforce_caller(&pending("ip"), "acme", "u2", true, Listing::Listed).await;
+        assert_eq!(check.refusal.map(|p| p.status()), Some(axum::http::StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(check.listing, ListingAnswer::NotAsked, "the listing is not reached");
+        // A listed caller is answered as listed and spends no per-caller budget.
+        let check = limiter.enforce_caller(&pending("other-ip"), "acme", "u2", true, Listing::Listed).await;
+        assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::Answered(true)));
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u2", true, Listing::None).await;
+        assert!(check.refusal.is_none(), "u2's authenticated and write budgets are whole");
+        // u1 spent its one authenticated request above (burst 1).
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u1", true, Listing::None).await;
+        assert!(check.refusal.is_some());
+        let text = metrics.render();
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="limited",policy="anonymous"} 1"#), "{text}");
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="allowed",policy="write"} 1"#), "{text}");
+        assert!(text.contains(r#"rate_limit_decisions_total{decision="limited",policy="authenticated"} 1"#), "{text}");
     }
 
     #[test]

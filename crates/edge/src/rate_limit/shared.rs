@@ -1,6 +1,7 @@
-//! The Redis store: one atomic Lua script per decision, so every replica draws on one budget.
-//! Bounded by its own short timeout and a circuit breaker: a slow or absent Redis costs a request
-//! at most `redis_timeout`, and once the breaker opens, nothing at all.
+//! The Redis store: one atomic Lua script per request, so every replica draws on one budget and a
+//! request costs one round trip whatever it is checked against (its buckets, and a deny-list key
+//! such as a revoked token's). Bounded by its own short timeout and a circuit breaker: a slow or
+//! absent Redis costs a request at most `redis_timeout`, and once the breaker opens, nothing at all.
 
 use std::{
     sync::Arc,
@@ -19,6 +20,12 @@ use super::{
 /// The `operation` label of Redis errors from the rate limiter.
 const OPERATION: &str = "rate_limit";
 
+/// The script: the GCRA function, then the driver that applies it to each bucket in turn.
+const SCRIPT: &str = concat!(include_str!("gcra.lua"), include_str!("check.lua"));
+
+/// Most buckets one request is checked against (anonymous, authenticated, write).
+pub const MAX_BUCKETS: usize = 3;
+
 #[derive(Debug)]
 pub struct SharedStore {
     redis: Redis,
@@ -28,38 +35,86 @@ pub struct SharedStore {
     metrics: Arc<Metrics>,
 }
 
-/// Redis could not decide; `retry_in` is a hint for clients refused because of it.
+/// One bucket to decide: the policy name, the bucket id and the quota.
 #[derive(Debug, Clone, Copy)]
+pub struct Bucket<'a> {
+    pub policy: &'a str,
+    pub key: &'a str,
+    pub quota: Quota,
+}
+
+/// What the script answered: the outcome of every bucket it decided, in order (it stops at the
+/// first refusal or at a listed key), and whether the deny-list key exists.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub outcomes: [Option<Outcome>; MAX_BUCKETS],
+    pub listed: bool,
+}
+
+/// Redis could not decide; `retry_in` is a hint for clients refused because of it. `error` is
+/// `None` when Redis was not asked at all (the circuit is open).
+#[derive(Debug, Clone)]
 pub struct Unavailable {
     pub retry_in: Duration,
+    pub error: Option<String>,
 }
 
 impl SharedStore {
     pub fn new(redis: Redis, timeout: Duration, breaker: CircuitBreaker, metrics: Arc<Metrics>) -> Self {
-        Self { redis, script: Script::new(include_str!("gcra.lua")), timeout, breaker, metrics }
+        Self { redis, script: Script::new(SCRIPT), timeout, breaker, metrics }
     }
 
+    /// One bucket alone.
+    #[cfg(test)]
     pub async fn check(&self, policy: &str, key: &str, quota: Quota) -> Result<Outcome, Unavailable> {
+        let answer = self.check_all(&[Some(Bucket { policy, key, quota })], None).await?;
+        answer.outcomes[0].ok_or(Unavailable { retry_in: Duration::from_secs(1), error: Some("no outcome".into()) })
+    }
+
+    /// Decides `buckets` (the `Some` ones) in order, in one script (one EVALSHA). `lookup`: a
+    /// (fully prefixed) key whose existence refuses the request, looked up after the first `.0`
+    /// buckets were allowed. Takes a fixed array's slots rather than a `Vec`: no allocation.
+    pub async fn check_all(
+        &self,
+        buckets: &[Option<Bucket<'_>>],
+        lookup: Option<(usize, &str)>,
+    ) -> Result<Answer, Unavailable> {
         if let Permit::Rejected(left) = self.breaker.permit(Instant::now()) {
-            return Err(Unavailable { retry_in: left.max(Duration::from_secs(1)) });
+            return Err(Unavailable { retry_in: left.max(Duration::from_secs(1)), error: None });
         }
-        let bucket = self.redis.key(&["ratelimit", policy, key]);
-        let call = self.redis.run(OPERATION, |mut connection| {
-            let script = &self.script;
-            async move {
-                let mut invocation = script.prepare_invoke();
-                invocation.key(bucket).arg(quota.interval_us()).arg(quota.burst());
-                // EVALSHA, falling back to loading the script when Redis does not know it yet.
-                invocation.invoke_async::<(i64, i64, i64)>(&mut connection).await
+        let buckets = buckets.iter().flatten().take(MAX_BUCKETS);
+        let mut invocation = self.script.prepare_invoke();
+        for bucket in buckets.clone() {
+            invocation.key(self.redis.key(&["ratelimit", bucket.policy, bucket.key]));
+        }
+        let gate = match lookup {
+            Some((gate, key)) => {
+                invocation.key(key);
+                i64::try_from(gate).unwrap_or(-1)
             }
+            None => -1,
+        };
+        invocation.arg(buckets.clone().count()).arg(gate);
+        for bucket in buckets.clone() {
+            invocation.arg(bucket.quota.interval_us()).arg(bucket.quota.burst());
+        }
+        let call = self.redis.run(OPERATION, |mut connection| async move {
+            // EVALSHA, falling back to loading the script when Redis does not know it yet.
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await
         });
         let failure = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((allowed, retry_us, reset_us))) => {
+            Ok(Ok(values)) => {
                 if self.breaker.success() == Some(Transition::Closed) {
                     tracing::info!("rate limiter: Redis answers again; shared limits resume");
                 }
                 let micros = |v: i64| u64::try_from(v).unwrap_or(0);
-                return Ok(quota.outcome(allowed == 1, micros(retry_us), micros(reset_us)));
+                let mut answer = Answer { listed: values.first() == Some(&1), ..Answer::default() };
+                for ((slot, bucket), triple) in
+                    answer.outcomes.iter_mut().zip(buckets).zip(values.get(1..).unwrap_or_default().chunks_exact(3))
+                {
+                    *slot = Some(bucket.quota.outcome(triple[0] == 1, micros(triple[1]), micros(triple[2])));
+                }
+                return Ok(answer);
             }
             Ok(Err(error)) => error.to_string(),
             Err(_) => {
@@ -74,7 +129,7 @@ impl SharedStore {
         } else {
             tracing::debug!(error = %failure, "rate limiter: Redis call failed");
         }
-        Err(Unavailable { retry_in: Duration::from_secs(1) })
+        Err(Unavailable { retry_in: Duration::from_secs(1), error: Some(failure) })
     }
 }
 
