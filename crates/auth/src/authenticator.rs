@@ -19,9 +19,10 @@ use crate::{
     api_key::{self, ApiKeyLookup},
     context::Claims,
     dev::{DevKeys, DevTokenRequest, check_dev_mode},
-    jwks::{KeyStore, spawn_refresh},
+    jwks::{KeyStore, SigningKey, spawn_refresh},
     revocation::{Lookup, MEMORY_CAPACITY, MemoryRevocations, RevocationStore, StoreFailure},
     token::{RawHeader, from_jwt_error},
+    verified::VerifiedTokens,
 };
 
 /// While Redis is unreachable in `open` mode every request would log; once per this is enough.
@@ -127,6 +128,8 @@ pub struct Authenticator {
     ready_requires_signing_keys: bool,
     tenant_ids: OnceLock<Arc<dyn TenantIds>>,
     api_keys: OnceLock<Arc<dyn ApiKeyLookup>>,
+    /// Tokens verified before, served again after their expiry and key are re-checked.
+    verified: VerifiedTokens,
 }
 
 impl Drop for Authenticator {
@@ -222,6 +225,7 @@ impl Authenticator {
             ready_requires_signing_keys: config.ready_requires_signing_keys,
             tenant_ids: OnceLock::new(),
             api_keys: OnceLock::new(),
+            verified: VerifiedTokens::new(config.leeway),
         }))
     }
 
@@ -463,11 +467,18 @@ impl Authenticator {
     }
 
     async fn verify_token(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let published = |kid: &str, key: &Arc<SigningKey>| match &self.mode {
+            Mode::Oidc(oidc) => oidc.keys.publishes(kid, key),
+            Mode::Development(_) => false,
+        };
+        if let Some(context) = self.verified.get(token, published) {
+            return Ok(context);
+        }
         let header = RawHeader::parse(token)?;
-        let data = match &self.mode {
+        let (data, signer) = match &self.mode {
             Mode::Development(keys) => {
                 header.algorithm(&[Algorithm::HS256])?;
-                jsonwebtoken::decode::<Claims>(token, &keys.decoding, &keys.validation)
+                (jsonwebtoken::decode::<Claims>(token, &keys.decoding, &keys.validation), None)
             }
             Mode::Oidc(oidc) => {
                 let algorithm = header.algorithm(&oidc.algorithms)?;
@@ -485,10 +496,12 @@ impl Authenticator {
                 }
                 let mut validation = oidc.validation.clone();
                 validation.algorithms = vec![algorithm];
-                jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+                (jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation), Some((kid.to_owned(), key)))
             }
         };
-        data.map_err(|error| from_jwt_error(&error))?.claims.into_context(&self.tenant_claim)
+        let context = data.map_err(|error| from_jwt_error(&error))?.claims.into_context(&self.tenant_claim)?;
+        self.verified.insert(token, &context, signer);
+        Ok(context)
     }
 
     async fn check_revocation(&self, context: AuthContext) -> Result<AuthContext, AuthError> {

@@ -259,6 +259,12 @@ impl KeyStore {
         self.keys.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Whether `key` is still the key published under `kid` (a refresh that drops or replaces
+    /// it makes this false).
+    pub(crate) fn publishes(&self, kid: &str, key: &Arc<SigningKey>) -> bool {
+        self.current().get(kid).is_some_and(|current| Arc::ptr_eq(current, key))
+    }
+
     pub(crate) fn key_count(&self) -> usize {
         self.current().len()
     }

@@ -19,6 +19,7 @@ mod http;
 mod jwks;
 mod revocation;
 mod token;
+mod verified;
 
 pub use api_key::{ApiKeyLookup, KeyUse, StoredKey};
 pub use authenticator::{Authenticator, RevocationAnswer, TenantIds, Unrevoked};

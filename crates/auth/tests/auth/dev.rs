@@ -100,3 +100,25 @@ async fn a_dev_token_is_refused_where_an_issuer_is_configured() {
     assert_refused(&auth, &metrics, &token, "disallowed_algorithm").await;
     assert!(matches!(auth.mint_dev_token(&request()), Err(AuthError::DevTokensDisabled(_))));
 }
+
+/// Verified tokens are served again without verifying them anew (crates/auth/src/verified.rs):
+/// a served-again token must still expire on time, and a copy with a changed signature must
+/// never pass for it.
+#[tokio::test]
+async fn a_token_accepted_before_still_expires_on_time_and_a_tampered_copy_never_passes() {
+    let config = AuthConfig { leeway: Duration::ZERO, ..AuthConfig::default() };
+    let token =
+        mint_dev_token(&config, true, &DevTokenRequest { ttl: Duration::from_secs(1), ..request() }).expect("minted");
+    let (auth, metrics) = authenticator(&config, true).await;
+    auth.authenticate(&token).await.expect("accepted");
+    auth.authenticate(&token).await.expect("accepted again");
+
+    let (rest, signature) = token.rsplit_once('.').expect("three parts");
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{rest}.{flipped}{}", &signature[1..]);
+    assert_refused(&auth, &metrics, &tampered, "invalid_signature").await;
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let error = assert_refused(&auth, &metrics, &token, "expired").await;
+    assert_eq!(error.to_string(), "The access token has expired.");
+}
