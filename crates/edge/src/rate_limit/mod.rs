@@ -423,12 +423,18 @@ impl RateLimiter {
             Listing::None | Listing::Listed => None,
         };
         let steps = steps.iter().flatten().copied();
-        let decide = |decision: Decision, index: usize, after: ListingAnswer| {
-            self.count(&decision);
-            let refused = !decision.is_allowed();
-            let listing = if refused && index < gate { ListingAnswer::NotAsked } else { after };
-            note(record, decision.clone());
-            refused.then_some((decision, listing))
+        // Counts and records each decision in order; the first refusal ends the run, and when it
+        // came before the listing, the listing was never reached.
+        let run = |decisions: &mut dyn Iterator<Item = Decision>, after: ListingAnswer| {
+            for (index, decision) in decisions.enumerate() {
+                self.count(&decision);
+                note(record, decision.clone());
+                if !decision.is_allowed() {
+                    let listing = if index < gate { ListingAnswer::NotAsked } else { after };
+                    return (Some(decision), listing);
+                }
+            }
+            (None, after)
         };
         match &self.inner.shared {
             Some(shared) if self.inner.enabled => {
@@ -442,46 +448,25 @@ impl RateLimiter {
                             Listing::Lookup(_) => ListingAnswer::Answered(answer.listed),
                             _ => reached,
                         };
-                        if answer.listed {
-                            // The script stopped at the listing: only the steps before it were decided.
-                            for (index, (step, outcome)) in steps.zip(answer.outcomes).enumerate().take(gate) {
-                                let Some(outcome) = outcome else { break };
-                                let decision = Decision::counted(step.name.clone(), step.quota, outcome, false);
-                                decide(decision, index, after.clone());
-                            }
-                            return (None, after);
-                        }
-                        for (index, (step, outcome)) in steps.zip(answer.outcomes).enumerate() {
-                            let Some(outcome) = outcome else { break };
-                            let decision = Decision::counted(step.name.clone(), step.quota, outcome, false);
-                            if let Some(refused) = decide(decision, index, after.clone()) {
-                                return (Some(refused.0), refused.1);
-                            }
-                        }
-                        (None, after)
+                        // A listed caller stopped the script at the listing: only the steps
+                        // before it were decided (and allowed, or the script would not have
+                        // reached the listing). Outcomes end where the script stopped.
+                        let decided = if answer.listed { gate } else { usize::MAX };
+                        let mut decisions = steps.zip(answer.outcomes).take(decided).map_while(|(step, outcome)| {
+                            outcome.map(|outcome| Decision::counted(step.name.clone(), step.quota, outcome, false))
+                        });
+                        run(&mut decisions, after)
                     }
                     Err(unavailable) => {
                         let after = match (&listing, &unavailable.error) {
                             (Listing::Lookup(_), Some(error)) => ListingAnswer::Failed(error.clone()),
                             _ => reached,
                         };
-                        for (index, step) in steps.enumerate() {
-                            if let Some(refused) = decide(self.failure_mode(step, &unavailable), index, after.clone()) {
-                                return (Some(refused.0), refused.1);
-                            }
-                        }
-                        (None, after)
+                        run(&mut steps.map(|step| self.failure_mode(step, &unavailable)), after)
                     }
                 }
             }
-            _ => {
-                for (index, step) in steps.enumerate() {
-                    if let Some(refused) = decide(self.locally(step, false), index, reached.clone()) {
-                        return (Some(refused.0), refused.1);
-                    }
-                }
-                (None, reached)
-            }
+            _ => run(&mut steps.map(|step| self.locally(step, false)), reached),
         }
     }
 
