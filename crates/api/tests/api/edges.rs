@@ -323,7 +323,7 @@ async fn on_postgres_a_database_down_at_startup_delays_readiness_instead_of_exit
     let Some(database) = crate::support::TestDatabase::create(Backend::Postgres).await else { return };
     let mut settings = crate::support::settings_for(Backend::Postgres, &database).unwrap();
     let pg = proxy::Proxy::start(proxy::host_port(&database.url)).await;
-    pg.cut();
+    pg.cut().await;
     settings.database.url = proxy::through(&database.url, &pg).into();
     settings.database.acquire_timeout = Duration::from_millis(500);
     let app = crate::support::start(settings, Router::new(), Backend::Postgres, database).await;
@@ -356,7 +356,7 @@ async fn on_postgres_production_refuses_a_superuser_found_after_a_late_database(
     settings.auth.audience = Some("palisade".to_owned());
     let owner = database.admin_url.clone().unwrap();
     let pg = proxy::Proxy::start(proxy::host_port(&owner)).await;
-    pg.cut();
+    pg.cut().await;
     settings.database.url = proxy::through(&owner, &pg).into();
     settings.database.acquire_timeout = Duration::from_millis(500);
     let application = palisade_api::Application::build(settings).await.expect("starts while the database is down");

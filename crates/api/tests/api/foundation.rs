@@ -185,7 +185,7 @@ async fn redis_going_away_makes_the_instance_unready_until_it_returns(backend: B
         return;
     };
     wait_for_ready_status(&app, StatusCode::OK).await;
-    proxy.cut();
+    proxy.cut().await;
     let body = wait_for_ready_status(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_ne!(body["checks"]["redis"], "ok", "{body}");
     assert_eq!(body["checks"]["database"], "ok");
@@ -209,7 +209,7 @@ async fn the_database_going_away_makes_the_instance_unready_until_it_returns() {
     settings.database.acquire_timeout = Duration::from_millis(500);
     let app = crate::support::start(settings, Router::new(), Backend::Postgres, database).await;
     wait_for_ready_status(&app, StatusCode::OK).await;
-    proxy.cut();
+    proxy.cut().await;
     let body = wait_for_ready_status(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_ne!(body["checks"]["database"], "ok", "{body}");
     assert_eq!(app.get("/health").await.status(), StatusCode::OK, "liveness must not depend on the database");

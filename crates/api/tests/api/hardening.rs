@@ -680,9 +680,7 @@ async fn when_redis_is_cut_requests_keep_flowing_on_the_fallback_and_shared_limi
     assert!(before.iter().all(|s| *s == StatusCode::NOT_FOUND), "{before:?}");
     assert_eq!(decisions(&app, ANONYMOUS, "allowed").await, allowed + 5, "decided by Redis before the cut");
 
-    proxy.cut();
-    // The proxy drops its open connections asynchronously; let that land before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut().await;
     let (during, slowest) = timed_requests(&app, 40).await;
     assert!(during.iter().all(|s| *s == StatusCode::NOT_FOUND), "{during:?}");
     assert!(slowest < MAX_WAIT, "a request waited {slowest:?} for a Redis that is gone");
@@ -733,7 +731,7 @@ async fn the_allow_and_deny_failure_modes_pass_everything_or_refuse_with_503() {
     for app in [&allow, &deny] {
         assert_eq!(app.get("/nope").await.status(), StatusCode::NOT_FOUND);
     }
-    proxy.cut();
+    proxy.cut().await;
 
     let (statuses, slowest) = timed_requests(&allow, 150).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::NOT_FOUND), "allow mode refused a request");

@@ -285,7 +285,7 @@ async fn when_the_combined_call_fails_each_part_keeps_its_own_failure_mode() {
         };
         let alice = app.token(Some("demo"), "alice", RW);
         assert_eq!(send(&app, Method::GET, "/api/v1/todos", &alice, None).await.status(), StatusCode::OK);
-        proxy.cut();
+        proxy.cut().await;
         let during = send(&app, Method::GET, "/api/v1/todos", &alice, None).await;
         let expected = match mode {
             RevocationFailureMode::Closed => StatusCode::SERVICE_UNAVAILABLE,

@@ -5,8 +5,9 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use tokio::{
@@ -18,6 +19,8 @@ use tokio::{
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Relays still copying bytes: [`Proxy::cut`] waits for them to end.
+    open: Arc<AtomicUsize>,
     generation: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
@@ -28,9 +31,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
         let (generation, _) = watch::channel(0u64);
         let task = tokio::spawn({
             let cut = cut.clone();
+            let open = open.clone();
             let generation = generation.clone();
             async move {
                 loop {
@@ -41,23 +46,32 @@ impl Proxy {
                     }
                     let target = target.clone();
                     let mut cut_signal = generation.subscribe();
+                    let relay = Relay::open(&open);
                     tokio::spawn(async move {
                         let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = cut_signal.changed() => {}
                         }
+                        drop((inbound, outbound, relay));
                     });
                 }
             }
         });
-        Self { addr, cut, generation, task }
+        Self { addr, cut, open, generation, task }
     }
 
-    /// Closes every open connection and refuses new ones until [`Proxy::restore`].
-    pub fn cut(&self) {
+    /// Closes every open connection and refuses new ones until [`Proxy::restore`]. Returns once
+    /// every relay has closed both its sockets, so the next request already finds the service gone.
+    pub async fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+        let closed = async {
+            while self.open.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the proxy's relays closed");
     }
 
     pub fn restore(&self) {
@@ -68,6 +82,22 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Counts one relay as open for as long as it lives.
+struct Relay(Arc<AtomicUsize>);
+
+impl Relay {
+    fn open(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
