@@ -101,12 +101,14 @@ new_pg_db() {
 
 # start_palisade NAME [VAR=VALUE ...]: a release palisade on a free port, pinned to the server
 # CPU, in its own directory (.ci/lib/server.sh's server_start; PALISADE_BIN may be changed per
-# call). Sets SERVER_PID, SERVER_URL, SERVER_DIR and SERVER_ENV.
+# call). Sets SERVER_PID, SERVER_URL, SERVER_DIR and SERVER_ENV. Logs are JSON, as production
+# writes them (BENCH_LOG_FORMAT=pretty measures the development format instead).
 start_palisade() {
     local name="$1"
     shift
     SERVER_PREFIX=("${SERVER_PIN[@]}")
-    SERVER_STARTUP_TIMEOUT="${SERVER_STARTUP_TIMEOUT:-60}" server_start "$WORK/$name" PALISADE_DATABASE__AUTO_MIGRATE=true "$@" ||
+    SERVER_STARTUP_TIMEOUT="${SERVER_STARTUP_TIMEOUT:-60}" server_start "$WORK/$name" PALISADE_DATABASE__AUTO_MIGRATE=true \
+        "PALISADE_LOG__FORMAT=${BENCH_LOG_FORMAT:-json}" "$@" ||
         die "palisade ($name) did not start"
     STARTED_PIDS+=("$SERVER_PID")
 }

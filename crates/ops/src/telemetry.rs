@@ -210,8 +210,10 @@ pub fn init(options: &TelemetryOptions<'_>) -> TelemetryGuard {
         .or_else(|_| EnvFilter::try_new(&options.log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let output: BoxedLayer = match options.log.format.unwrap_or(options.default_format) {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
+        // json-subscriber writes the same lines as tracing-subscriber's JSON format, but keeps a
+        // span's fields as values: tracing-subscriber re-parses a span's JSON each time a field
+        // is recorded on it and each time a line embeds it, which was most of an access log line.
+        LogFormat::Json => json_subscriber::fmt::layer()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
