@@ -79,8 +79,8 @@ impl AccessLog {
             return;
         }
         let status = response.status();
-        span.record("status", status.as_u16());
-        span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+        // In one call: the JSON format serializes a span's fields again on every record.
+        tracing::record_all!(span, status = status.as_u16(), latency_ms = latency.as_secs_f64() * 1000.0);
         telemetry::record_status(span, status);
         if !(status.is_server_error() || self.sampler.take()) {
             return;

@@ -182,12 +182,20 @@ async fn the_access_log_samples_requests_and_leaves_out_probes_as_configured() {
     assert!(routes.iter().any(|route| route == "/health"), "probes are logged when asked: {routes:?}");
 }
 
-/// A tenant-scoped request's log line names its tenant (uuid) and user (subject): ids only.
+/// A tenant-scoped request's log line names its tenant (uuid) and user (subject): ids only. So
+/// does the line of a request the caller's own rate limit refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_request_is_logged_with_its_tenant_and_user_ids() {
+async fn a_tenant_request_is_logged_with_its_tenant_and_user_ids_even_when_refused() {
     let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
     let Some(mut env) = server_env(Backend::Sqlite, &database, false) else { return };
-    env.extend(vars(&[("PALISADE_LOG__FORMAT", "json"), ("RUST_LOG", "info")]));
+    env.extend(vars(&[
+        ("PALISADE_LOG__FORMAT", "json"),
+        ("RUST_LOG", "info"),
+        ("PALISADE_RATE_LIMIT__ENABLED", "true"),
+        ("PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__RATE", "1"),
+        ("PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__PERIOD", "1h"),
+        ("PALISADE_RATE_LIMIT__POLICIES__AUTHENTICATED__BURST", "1"),
+    ]));
     let server = Server::start(env).await;
     let request = palisade_auth::DevTokenRequest {
         subject: "user-7f3e".to_owned(),
@@ -206,16 +214,32 @@ async fn a_tenant_request_is_logged_with_its_tenant_and_user_ids() {
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::OK);
+    let refused_id = unique_name("obs-refused");
+    let refused = server
+        .client
+        .get(server.url("/api/v1/todos"))
+        .bearer_auth(&token)
+        .header("x-request-id", &refused_id)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "the caller's one request an hour is spent");
     let output = server.stop().await;
-    let line = output
-        .stdout
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["message"] == "request finished" && line["span"]["request_id"] == request_id.as_str())
-        .expect("the request's log line");
+    let lines: Vec<Value> = output.stdout.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let line_of = |id: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == "request finished" && line["span"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no log line for {id}"))
+            .clone()
+    };
+    let (line, refused_line) = (line_of(&request_id), line_of(&refused_id));
     assert_eq!(line["span"]["user_id"], "user-7f3e", "{line}");
     let tenant_id = line["span"]["tenant_id"].as_str().unwrap_or_default();
     assert!(uuid::Uuid::parse_str(tenant_id).is_ok(), "tenant_id must be the tenant's uuid: {line}");
+    assert_eq!(refused_line["span"]["status"], 429, "{refused_line}");
+    assert_eq!(refused_line["span"]["user_id"], "user-7f3e", "{refused_line}");
+    assert_eq!(refused_line["span"]["tenant_id"], tenant_id, "{refused_line}");
     assert!(!output.stdout.join("\n").contains(&token), "the token must never be logged");
 }
 
