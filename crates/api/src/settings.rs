@@ -185,11 +185,8 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             problems.push("server.body_limit_bytes must be greater than 0".to_owned());
         }
-        if self.database.max_connections == 0 {
+        if self.database.max_connections == Some(0) {
             problems.push("database.max_connections must be greater than 0".to_owned());
-        }
-        if self.database.min_connections > self.database.max_connections {
-            problems.push("database.min_connections exceeds database.max_connections".to_owned());
         }
         let backend = match self.database.backend() {
             Ok(backend) => Some(backend),
@@ -198,6 +195,11 @@ impl Settings {
                 None
             }
         };
+        if let Some(backend) = backend
+            && self.database.min_connections > self.database.pool_size(backend)
+        {
+            problems.push("database.min_connections exceeds database.max_connections".to_owned());
+        }
         problems.extend(self.auth.problems());
         problems.extend(self.tenancy.problems());
         problems.extend(self.jobs.problems());

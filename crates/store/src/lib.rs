@@ -6,7 +6,7 @@ pub mod error;
 pub mod page;
 pub mod redis;
 
-pub use database::{Backend, Database, DatabaseConfig, Tx};
+pub use database::{Backend, Database, DatabaseConfig, POSTGRES_MAX_CONNECTIONS, Tx, sqlite_max_connections};
 pub use error::StoreError;
 pub use page::{Page, PageError, PageRequest};
 pub use redis::{Redis, RedisConfig};

@@ -130,7 +130,7 @@ fn each_layer_overrides_the_one_below_defaults_then_default_toml_then_the_enviro
     assert_eq!(settings.database.min_connections, defaults.database.min_connections, "no layer sets it: the default");
     assert_eq!(settings.server.body_limit_bytes, 111, "config/default.toml beats the built-in default");
     assert_eq!(settings.log.filter, "staging-file", "config/{{environment}}.toml beats config/default.toml");
-    assert_eq!(settings.database.max_connections, 9, "a PALISADE_ variable beats both files");
+    assert_eq!(settings.database.max_connections, Some(9), "a PALISADE_ variable beats both files");
     assert_eq!(settings.database.url.expose_secret(), "sqlite://well-known.db", "DATABASE_URL beats the files");
     assert_eq!(
         settings.redis.url.as_ref().map(|url| url.expose_secret().to_owned()).as_deref(),

@@ -375,7 +375,7 @@ on_both_backends!(an_exhausted_pool_answers_503_with_retry_after_and_counts_the_
 /// is back, the same request succeeds.
 async fn an_exhausted_pool_answers_503_with_retry_after_and_counts_the_acquire_timeout(backend: Backend) {
     let Some(app) = crate::support::spawn_app(backend, |settings| {
-        settings.database.max_connections = 1;
+        settings.database.max_connections = Some(1);
         settings.database.min_connections = 0;
         settings.database.acquire_timeout = Duration::from_millis(300);
     })

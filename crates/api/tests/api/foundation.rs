@@ -94,7 +94,11 @@ async fn metrics_are_exported_with_route_templates_and_bounded_labels(backend: B
     assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 50"#), "{text}");
     assert!(!text.contains("/random/"), "a raw path leaked into a label");
-    assert!(text.contains(r#"db_pool_max_connections 10"#));
+    let pool = match backend {
+        Backend::Postgres => palisade_store::POSTGRES_MAX_CONNECTIONS,
+        Backend::Sqlite => palisade_store::sqlite_max_connections(),
+    };
+    assert!(text.contains(&format!("db_pool_max_connections {pool}")), "{text}");
     app.stop().await;
 }
 
