@@ -266,13 +266,16 @@ impl Database {
     /// `BEGIN` and the setting travel as one simple-protocol query, one round trip instead of two
     /// on every tenant-scoped request. That statement is the one SQL text made per request: it
     /// holds nothing but a formatted `Uuid` (36 hex digits and hyphens), never request input.
+    /// `SET LOCAL` is `set_config(…, true)` without a query to plan and a row to send back:
+    /// PostgreSQL ran `BEGIN; SET LOCAL …` plus `ROLLBACK` about 20 % more often per second than
+    /// the same with `SELECT set_config` (pgbench, simple protocol, docs/performance.md).
     /// SQLite has no row-level security and no setting.
     pub async fn begin_for_tenant(&self, tenant: Uuid, read_only: bool) -> Result<Tx, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return if read_only { self.begin_read().await } else { self.begin().await };
         };
         let begin = if read_only { "BEGIN READ ONLY" } else { "BEGIN" };
-        let statement = AssertSqlSafe(format!("{begin}; SELECT set_config('app.tenant_id', '{tenant}', true)"));
+        let statement = AssertSqlSafe(format!("{begin}; SET LOCAL app.tenant_id = '{tenant}'"));
         pool.begin_with(statement).await.map(Tx::Postgres).map_err(|error| self.observe(error))
     }
 
