@@ -204,26 +204,17 @@ async fn a_tenant_request_is_logged_with_its_tenant_and_user_ids_even_when_refus
         ttl: Duration::from_secs(600),
     };
     let token = palisade_auth::mint_dev_token(&palisade_auth::AuthConfig::default(), true, &request).expect("token");
-    let request_id = unique_name("obs-tenant");
-    let response = server
-        .client
-        .get(server.url("/api/v1/todos"))
-        .bearer_auth(&token)
-        .header("x-request-id", &request_id)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), StatusCode::OK);
-    let refused_id = unique_name("obs-refused");
-    let refused = server
-        .client
-        .get(server.url("/api/v1/todos"))
-        .bearer_auth(&token)
-        .header("x-request-id", &refused_id)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "the caller's one request an hour is spent");
+    let list_todos = async |request_id: &str| {
+        let request = server.client.get(server.url("/api/v1/todos")).bearer_auth(&token);
+        request.header("x-request-id", request_id).send().await.expect("request").status()
+    };
+    let (request_id, refused_id) = (unique_name("obs-tenant"), unique_name("obs-refused"));
+    assert_eq!(list_todos(&request_id).await, StatusCode::OK);
+    assert_eq!(
+        list_todos(&refused_id).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the caller's one request an hour is spent"
+    );
     let output = server.stop().await;
     let lines: Vec<Value> = output.stdout.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
     let line_of = |id: &str| {
