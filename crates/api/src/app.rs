@@ -8,7 +8,7 @@ use palisade_edge::{Edge, RateLimiter};
 use palisade_ops::{Metrics, Readiness, ReadinessCheck, metrics::BuildInfo, sentry::Sentry, serve};
 use palisade_store::{Database, Redis, StoreError, database::DatabaseCheck, redis::RedisCheck};
 use palisade_tenancy::{
-    RequestMeta, Tenancy, TenancyError, api_keys::ApiKeyDirectory, tenants::TenantDirectory, write,
+    Memberships, RequestMeta, Tenancy, TenancyError, api_keys::ApiKeyDirectory, tenants::TenantDirectory, write,
 };
 use tokio::net::TcpListener;
 
@@ -90,6 +90,7 @@ impl Application {
         let tenancy = Tenancy {
             config: Arc::new(settings.tenancy.clone()),
             directory: TenantDirectory::new(db.clone(), &settings.tenancy),
+            memberships: Memberships::new(&settings.tenancy, redis.clone()),
         };
         auth.set_tenant_ids(Arc::new(tenancy.directory.clone()));
         auth.set_api_keys(Arc::new(ApiKeyDirectory::new(db.clone())));

@@ -3,14 +3,14 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use axum::{extract::FromRef, http::Extensions};
-use palisade_auth::{AuthContext, Authenticator, RevocationAnswer, Unrevoked};
+use palisade_auth::{Authenticator, RevocationAnswer, Unrevoked};
 use palisade_edge::{
     Edge, RateLimiter,
     rate_limit::{Listing, ListingAnswer},
 };
 use palisade_ops::{Metrics, Problem, Readiness};
 use palisade_store::{Database, Redis};
-use palisade_tenancy::{Tenancy, context::CallerLimits};
+use palisade_tenancy::{Enforced, Tenancy, context::CallerLimits};
 
 use crate::Settings;
 
@@ -92,9 +92,10 @@ impl CallerLimits for EdgeCallerLimits {
         &'a self,
         extensions: &'a Extensions,
         tenant_slug: &'a str,
+        epoch_key: Option<&'a str>,
         write: bool,
         caller: Unrevoked,
-    ) -> Pin<Box<dyn Future<Output = Result<AuthContext, Problem>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Enforced, Problem>> + Send + 'a>> {
         Box::pin(async move {
             let listing = match caller.redis_key() {
                 _ if caller.known_revoked() => Listing::Listed,
@@ -103,19 +104,22 @@ impl CallerLimits for EdgeCallerLimits {
                 // lookup (its own round trip, the only one), then the per-caller policies.
                 Some(_) => {
                     let subject = &caller.claims().subject;
-                    let check =
-                        self.limiter.enforce_caller(extensions, tenant_slug, subject, false, Listing::Listed).await;
+                    let check = self
+                        .limiter
+                        .enforce_caller(extensions, tenant_slug, subject, false, Listing::Listed, None)
+                        .await;
                     refuse(check.refusal)?;
-                    let context = self.auth.finish(caller, RevocationAnswer::NotAsked).await?;
+                    let auth = self.auth.finish(caller, RevocationAnswer::NotAsked).await?;
                     let check =
-                        self.limiter.enforce_caller(extensions, tenant_slug, &context.subject, write, Listing::None);
+                        self.limiter.enforce_caller(extensions, tenant_slug, &auth.subject, write, Listing::None, None);
                     refuse(check.await.refusal)?;
-                    return Ok(context);
+                    return Ok(Enforced { auth, epoch: None });
                 }
                 None => Listing::None,
             };
-            let check =
-                self.limiter.enforce_caller(extensions, tenant_slug, &caller.claims().subject, write, listing).await;
+            // The membership epoch rides along: read in the same script, or not at all.
+            let subject = &caller.claims().subject;
+            let check = self.limiter.enforce_caller(extensions, tenant_slug, subject, write, listing, epoch_key).await;
             let answer = match check.listing {
                 ListingAnswer::NotAsked => RevocationAnswer::NotAsked,
                 ListingAnswer::Answered(revoked) => RevocationAnswer::Revoked(revoked),
@@ -123,7 +127,7 @@ impl CallerLimits for EdgeCallerLimits {
             };
             // A refusal is from a policy decided before the lookup or after it said "not revoked".
             refuse(check.refusal)?;
-            Ok(self.auth.finish(caller, answer).await?)
+            Ok(Enforced { auth: self.auth.finish(caller, answer).await?, epoch: check.counter })
         })
     }
 }

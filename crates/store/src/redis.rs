@@ -119,6 +119,14 @@ impl Redis {
         result
     }
 
+    /// Increments the integer at `key` (a missing key counts from 0) and returns its new value.
+    pub async fn incr(&self, operation: &'static str, key: &str) -> Result<i64, RedisFailure> {
+        self.run(operation, |mut connection| async move {
+            ::redis::cmd("INCR").arg(key).query_async::<i64>(&mut connection).await
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), RedisFailure> {
         self.run("ping", |mut connection| async move {
             ::redis::cmd("PING").query_async::<String>(&mut connection).await.map(drop)

@@ -25,11 +25,18 @@ pub struct TenancyConfig {
     /// With `acme.example.com` as base domain, `t1.acme.example.com` names tenant `t1`.
     pub base_domain: Option<String>,
     /// How long a tenant lookup is reused. Suspension and deletion do not wait for it: the
-    /// per-request user lookup re-reads the tenant's status (`users::find_in_live_tenant`).
+    /// per-request user lookup re-reads the tenant's status (`users::find_in_live_tenant`), or
+    /// the membership epoch says it changed.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
-    /// Most tenants (and unknown names) kept in the lookup cache.
+    /// Most tenants (and unknown names) kept in the lookup cache, and most users in the
+    /// membership cache.
     pub cache_capacity: u64,
+    /// How long a user looked up for a request is reused while its tenant's membership epoch in
+    /// Redis is unchanged (crate::membership). Bounds how long a change is missed if its epoch
+    /// bump is lost. Zero, or no Redis, looks the user up on every request.
+    #[serde(with = "humantime_serde")]
+    pub membership_cache_ttl: Duration,
     /// Create the `demo` tenant at startup in development, so `palisade token --tenant demo` works.
     pub seed_demo_tenant: bool,
     /// How long a deleted tenant can be restored; after this the `tenant.purge` job erases its
@@ -45,6 +52,7 @@ impl Default for TenancyConfig {
             base_domain: None,
             cache_ttl: Duration::from_secs(30),
             cache_capacity: 10_000,
+            membership_cache_ttl: Duration::from_secs(10),
             seed_demo_tenant: true,
             erasure_grace: Duration::from_secs(30 * 24 * 3600),
         }

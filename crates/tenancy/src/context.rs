@@ -14,6 +14,7 @@ use palisade_store::Database;
 use crate::{
     TenancyConfig, TenancyError, TenantSession, api_keys,
     audit::Change,
+    membership::Memberships,
     resolve::{self, Candidates},
     session::Access,
     tenants::{Tenant, TenantDirectory},
@@ -29,14 +30,24 @@ pub trait CallerLimits: Send + Sync + std::fmt::Debug {
     /// Counts one request of `caller` in the tenant `tenant_slug` (a write when `write`) after
     /// the client's pending anonymous check, checks that the caller's token is not revoked,
     /// records the decisions for the response headers in `extensions`, and returns the
-    /// authenticated caller or the refusal (429, 401 revoked, 503).
+    /// authenticated caller or the refusal (429, 401 revoked, 503). When `epoch_key` is given
+    /// and the same Redis call could read it, the tenant's membership epoch comes back with it.
     fn enforce<'a>(
         &'a self,
         extensions: &'a Extensions,
         tenant_slug: &'a str,
+        epoch_key: Option<&'a str>,
         write: bool,
         caller: Unrevoked,
-    ) -> Pin<Box<dyn Future<Output = Result<AuthContext, Problem>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Enforced, Problem>> + Send + 'a>>;
+}
+
+/// What [`CallerLimits::enforce`] let through.
+#[derive(Debug)]
+pub struct Enforced {
+    pub auth: AuthContext,
+    /// The tenant's membership epoch ([`Memberships`]), when it was read.
+    pub epoch: Option<i64>,
 }
 
 /// Tenancy's share of the application state.
@@ -44,6 +55,17 @@ pub trait CallerLimits: Send + Sync + std::fmt::Debug {
 pub struct Tenancy {
     pub config: Arc<TenancyConfig>,
     pub directory: TenantDirectory,
+    pub memberships: Memberships,
+}
+
+impl Tenancy {
+    /// Call after committing a change to `tenant` itself (creation, status, deletion,
+    /// restoration): this
+    /// replica's directory forgets it and every replica looks its users up again.
+    pub async fn tenant_changed(&self, tenant: &Tenant) {
+        self.directory.forget(tenant).await;
+        self.memberships.changed(tenant.id).await;
+    }
 }
 
 /// Who asked and from where, for the audit log.
@@ -141,27 +163,44 @@ where
         // subject is `apikey:<id>`, so every key has buckets of its own.
         let write = !parts.method.is_safe();
         let limits = Arc::<dyn CallerLimits>::from_ref(state);
-        let auth = limits.enforce(&parts.extensions, &tenant.slug, write, caller).await?;
+        let epoch_key = tenancy.memberships.epoch_key(tenant.id);
+        let Enforced { auth, epoch } =
+            limits.enforce(&parts.extensions, &tenant.slug, epoch_key.as_deref(), write, caller).await?;
         parts.extensions.insert(auth.clone());
         let meta = RequestMeta::from_parts(parts);
         let db = tenancy.directory.db();
-        let (user, session) = if write {
-            // The handler's session begins on first use, so it is not open (on SQLite: holding
-            // the write lock) while the request body is still arriving.
-            let user = provisioned(db, &tenant, &auth.subject, &meta).await?;
-            (user, TenantSession::lazy(db.clone(), tenant.id))
-        } else {
-            // A read is one transaction: the user's lookup and the handler's queries share it.
-            let mut session = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
-            match users::find_in_live_tenant(session.tx().await?, tenant.id, &auth.subject).await? {
-                Some(user) => (user, session),
-                None => {
-                    drop(session);
-                    let user = provision(db, &tenant, &auth.subject, &meta).await?;
-                    (user, TenantSession::lazy_with(db.clone(), tenant.id, Access::Read))
+        let memberships = &tenancy.memberships;
+        let cached = epoch.and_then(|epoch| memberships.get(tenant.id, &auth.subject, epoch));
+        let hit = cached.is_some();
+        let (user, session) = match cached {
+            // Nothing changed in the tenant since this user was looked up: the handler's session
+            // begins on first use (a write's not while its body is still arriving).
+            Some(user) => {
+                let access = if write { Access::Write } else { Access::Read };
+                (user, TenantSession::lazy_with(db.clone(), tenant.id, access))
+            }
+            None if write => {
+                let user = provisioned(db, &tenant, &auth.subject, &meta).await?;
+                (user, TenantSession::lazy(db.clone(), tenant.id))
+            }
+            None => {
+                // A read is one transaction: the user's lookup and the handler's queries share it.
+                let mut session = TenantSession::begin_with(db, tenant.id, Access::Read).await?;
+                match users::find_in_live_tenant(session.tx().await?, tenant.id, &auth.subject).await? {
+                    Some(user) => (user, session),
+                    None => {
+                        drop(session);
+                        let user = provision(db, &tenant, &auth.subject, &meta).await?;
+                        (user, TenantSession::lazy_with(db.clone(), tenant.id, Access::Read))
+                    }
                 }
             }
         };
+        // Kept under the epoch read before the lookup (a freshly provisioned user too: the
+        // tenant was live when it was provisioned).
+        if let Some(epoch) = epoch.filter(|_| !hit) {
+            memberships.remember(epoch, &user);
+        }
         // After the user lookup, which refuses a deleted or suspended tenant on every replica: a
         // refused key's use is not recorded.
         if let Some(key) = &auth.api_key {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod membership;
 pub mod outbox;
 pub mod resolve;
 pub mod session;
@@ -19,8 +20,9 @@ pub mod users;
 pub mod write;
 
 pub use config::{TenancyConfig, TenantSource};
-pub use context::{RequestMeta, Tenancy, TenantContext};
+pub use context::{Enforced, RequestMeta, Tenancy, TenantContext};
 pub use error::TenancyError;
+pub use membership::Memberships;
 pub use session::TenantSession;
 pub use tenants::{Tenant, TenantStatus};
 pub use users::{User, UserRole};

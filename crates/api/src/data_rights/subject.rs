@@ -5,7 +5,7 @@
 //! rows that name the subject as actor are kept until `jobs.audit_retention` (docs/data-rights.md).
 
 use palisade_store::{Database, Tx, on_tx};
-use palisade_tenancy::{RequestMeta, TenancyError, UserRole, audit::Change, session::bind_tenant, write};
+use palisade_tenancy::{Memberships, RequestMeta, TenancyError, UserRole, audit::Change, session::bind_tenant, write};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -85,7 +85,12 @@ pub async fn memberships(db: &Database, subject: &str) -> Result<Vec<Membership>
 
 /// Replaces `subject` in each of its users with one new pseudonym, auditing `user.erased` in each
 /// tenant (one transaction per tenant: each tenant's audit row commits with its change).
-pub async fn erase(db: &Database, subject: &str, meta: &RequestMeta) -> Result<Erasure, TenancyError> {
+pub async fn erase(
+    db: &Database,
+    cache: &Memberships,
+    subject: &str,
+    meta: &RequestMeta,
+) -> Result<Erasure, TenancyError> {
     let pseudonym = format!("erased:{}", Uuid::new_v4());
     let mut erased = 0;
     for membership in memberships(db, subject).await? {
@@ -108,6 +113,8 @@ pub async fn erase(db: &Database, subject: &str, meta: &RequestMeta) -> Result<E
         let id = membership.user_id.to_string();
         let change = Change { action: "user.erased", resource_type: "user", resource_id: &id };
         write::commit(tx, membership.tenant_id, &pseudonym, change, meta).await?;
+        // The subject no longer names this user: no replica may serve it from memory.
+        cache.changed(membership.tenant_id).await;
         erased += updated;
     }
     Ok(Erasure { erased, pseudonym })

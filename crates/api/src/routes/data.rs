@@ -28,5 +28,5 @@ pub async fn export(State(state): State<AppState>, auth: AuthContext) -> Result<
 #[utoipa::path(delete, path = "/users/me/data", operation_id = "erase_my_data", tag = "users",
     responses((status = 200, body = Erasure), crate::openapi::ErrorResponses), security(("bearer" = [])))]
 pub async fn erase(State(state): State<AppState>, auth: AuthContext, meta: Meta) -> Result<Json<Erasure>, ApiError> {
-    Ok(Json(subject::erase(&state.db, &auth.subject, &meta.0).await?))
+    Ok(Json(subject::erase(&state.db, &state.tenancy.memberships, &auth.subject, &meta.0).await?))
 }

@@ -76,7 +76,7 @@ pub async fn create(
     require_platform_admin(&auth)?;
     let tenant = write::create_tenant(&state.db, &new.slug, &new.name, &auth.subject, &meta.0).await?;
     let id = tenant.id.to_string();
-    state.tenancy.directory.forget(&tenant).await;
+    state.tenancy.tenant_changed(&tenant).await;
     let mut response = (StatusCode::CREATED, Json(&tenant)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/tenants/{id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -164,7 +164,7 @@ pub async fn delete(
     bind_tenant(&mut tx, tenant.id).await?;
     let change = Change { action: "tenant.deleted", resource_type: "tenant", resource_id: &id.to_string() };
     write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
-    state.tenancy.directory.forget(&tenant).await;
+    state.tenancy.tenant_changed(&tenant).await;
     Ok(Json(tenant))
 }
 
@@ -189,7 +189,7 @@ pub async fn restore(
     bind_tenant(&mut tx, tenant.id).await?;
     let change = Change { action: "tenant.restored", resource_type: "tenant", resource_id: &id.to_string() };
     write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
-    state.tenancy.directory.forget(&tenant).await;
+    state.tenancy.tenant_changed(&tenant).await;
     Ok(Json(tenant))
 }
 
@@ -212,7 +212,7 @@ async fn set_status(
     let action = if status == TenantStatus::Suspended { "tenant.suspended" } else { "tenant.reactivated" };
     let change = Change { action, resource_type: "tenant", resource_id: &id.to_string() };
     write::commit(tx, tenant.id, &auth.subject, change, &meta.0).await?;
-    state.tenancy.directory.forget(&tenant).await;
+    state.tenancy.tenant_changed(&tenant).await;
     Ok(Json(tenant))
 }
 

@@ -2,10 +2,10 @@
 
 use axum::{
     Json,
-    extract::{Path, Query},
+    extract::{Path, Query, State},
 };
 use palisade_store::Page;
-use palisade_tenancy::{TenantContext, User, UserRole, audit::Change, users};
+use palisade_tenancy::{Tenancy, TenantContext, User, UserRole, audit::Change, users};
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -61,6 +61,7 @@ pub async fn get(mut ctx: TenantContext, Path(id): Path<Uuid>) -> Result<Json<Us
     responses((status = 200, body = User), crate::openapi::ErrorResponses),
     security(("bearer" = ["tenant:admin"])))]
 pub async fn update(
+    State(tenancy): State<Tenancy>,
     mut ctx: TenantContext,
     Path(id): Path<Uuid>,
     ValidatedJson(change): ValidatedJson<RoleChange>,
@@ -71,5 +72,7 @@ pub async fn update(
         return Err(not_found("user").into());
     };
     ctx.commit(Change { action: "user.role_changed", resource_type: "user", resource_id: &id.to_string() }).await?;
+    // Every replica's next request of this user sees the new role.
+    tenancy.memberships.changed(tenant_id).await;
     Ok(Json(user))
 }

@@ -141,6 +141,52 @@ async fn one_authenticated_tenant_request_costs_one_redis_round_trip() {
     app.stop().await;
 }
 
+/// A tenant read whose user was looked up before costs one PostgreSQL round trip fewer while the
+/// tenant's membership epoch is unchanged: the user comes from memory (the epoch rides in the one
+/// Redis script), and the handler's transaction begins with its first query. Compared with the
+/// same reads with the membership cache off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_tenant_read_skips_the_user_lookup_while_the_membership_epoch_holds() {
+    let Some(database_url) = crate::support::service_url(crate::support::DATABASE_VAR) else { return };
+    const N: u64 = 10;
+    let mut trips = Vec::new();
+    for ttl in [Duration::ZERO, Duration::from_secs(600)] {
+        let forwarder = CountingForwarder::start(&database_url).await;
+        let port = url::Url::parse(&forwarder.url).expect("forwarder url").port().expect("port");
+        let Some(app) = spawn_app(Backend::Postgres, |s| {
+            use secrecy::ExposeSecret;
+            let mut url = url::Url::parse(s.database.url.expose_secret()).expect("database url");
+            url.set_port(Some(port)).expect("port");
+            s.database.url = url.to_string().into();
+            // Nothing else may talk to PostgreSQL while the reads are counted.
+            s.jobs.enabled = false;
+            s.tenancy.membership_cache_ttl = ttl;
+        })
+        .await
+        else {
+            return;
+        };
+        let alice = app.token(Some("demo"), "alice", RW);
+        let id = crate::support::create_todo(&app, &alice, "counted").await["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/todos/{id}");
+        for _ in 0..3 {
+            assert_eq!(send(&app, Method::GET, &path, &alice, None).await.status(), StatusCode::OK);
+        }
+        // A connection returning to the pool is checked (and the read's rollback flushed) after
+        // the response: let those finish before and after counting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = forwarder.trips();
+        for _ in 0..N {
+            assert_eq!(send(&app, Method::GET, &path, &alice, None).await.status(), StatusCode::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trips.push(forwarder.trips() - before);
+        app.stop().await;
+    }
+    let [uncached, cached] = trips[..] else { panic!("two runs: {trips:?}") };
+    assert_eq!(uncached - cached, N, "one round trip fewer per read: {N} reads, {uncached} vs {cached} round trips");
+}
+
 /// A policy of `burst` requests at once and one more per minute: nothing refills during a test.
 fn tiny(burst: u32) -> Policy {
     Policy { rate: 1, period: Duration::from_secs(60), burst }

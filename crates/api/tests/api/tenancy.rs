@@ -339,6 +339,56 @@ async fn a_token_revoked_on_one_replica_is_refused_by_another_sharing_redis() {
     first.stop().await;
 }
 
+/// A user's role and its tenant's status are reused from memory while nothing changed in the
+/// tenant, but a change made through one replica (a role, a suspension, an erasure) is seen by
+/// the next request on another: it bumped the tenant's membership epoch in the Redis both share
+/// (docs/adr/0005-tenant-isolation.md). The cache's TTL is long here, so only the epoch can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_through_one_replica_is_seen_by_the_next_request_on_another() {
+    let ttl = std::time::Duration::from_secs(3600);
+    let Some(first) = spawn_app(Backend::Postgres, |s| s.tenancy.membership_cache_ttl = ttl).await else { return };
+    let settings = (*first.state.settings).clone();
+    let second = crate::support::start(settings, axum::Router::new(), Backend::Postgres, first.database.shared()).await;
+    let id = first.create_tenant("epochs").await["id"].as_str().unwrap().to_owned();
+    let bob = first.token(Some("epochs"), "bob", RW);
+    let boss = first.token(Some("epochs"), "boss", &["tenant:admin"]);
+    let platform = first.token(None, "operator", &["platform:admin"]);
+    let me = async |app: &TestApp| {
+        let response = send(app, Method::GET, "/api/v1/users/me", &bob, None).await;
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    // Provisioned, then served from the second replica's memory.
+    let (_, before) = me(&second).await;
+    for _ in 0..2 {
+        assert_eq!(me(&second).await.1, before);
+    }
+    assert_eq!(before["role"], "member");
+    let bob_id = before["id"].as_str().unwrap();
+
+    let role = Some(json!({"role": "admin"}));
+    let promoted = send(&first, Method::PATCH, &format!("/api/v1/users/{bob_id}"), &boss, role).await;
+    assert_eq!(promoted.status(), StatusCode::OK);
+    assert_eq!(me(&second).await.1["role"], "admin", "the role changed through the first replica");
+
+    let suspend = send(&first, Method::POST, &format!("/api/v1/tenants/{id}/suspend"), &platform, None).await;
+    assert_eq!(suspend.status(), StatusCode::OK);
+    let (status, refused) = me(&second).await;
+    assert_eq!((status, refused["type"].as_str()), (StatusCode::FORBIDDEN, Some("/problems/tenant-suspended")));
+    let reactivate = send(&first, Method::POST, &format!("/api/v1/tenants/{id}/reactivate"), &platform, None).await;
+    assert_eq!(reactivate.status(), StatusCode::OK);
+    assert_eq!(me(&second).await.0, StatusCode::OK);
+
+    // After an erasure the subject names no user: its next request provisions a new one.
+    assert_eq!(send(&first, Method::DELETE, "/api/v1/users/me/data", &bob, None).await.status(), StatusCode::OK);
+    let (status, after) = me(&second).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(after["id"], before["id"], "the erased user is not served any more");
+    assert_eq!(after["role"], "member");
+    second.stop().await;
+    first.stop().await;
+}
+
 /// Revocation keys are canonical: whether the revoking admin's token and the victim's token name
 /// the tenant by slug or by uuid (all four combinations), the victim's token is refused on both
 /// replicas sharing Redis.

@@ -149,6 +149,9 @@ pub struct CallerCheck {
     /// listed caller is never refused here: the deny list answers first.
     pub refusal: Option<palisade_ops::Problem>,
     pub listing: ListingAnswer,
+    /// The counter asked for, read in the same Redis call; `None` when Redis did not answer (or
+    /// was not asked: an in-process limiter, limiting disabled, an open circuit).
+    pub counter: Option<i64>,
 }
 
 /// An anonymous refusal remembered in process: until `allow_at` the client is refused up front.
@@ -292,7 +295,7 @@ impl RateLimiter {
         let step = Step { name, key, quota };
         let decision = match &inner.shared {
             None => self.locally(step, false),
-            Some(shared) => match shared.check_all(&[Some(step.bucket())], None).await {
+            Some(shared) => match shared.check_all(&[Some(step.bucket())], None, None).await {
                 Ok(answer) => match answer.outcomes[0] {
                     Some(outcome) => Decision::counted(name.clone(), quota, outcome, false),
                     None => self.failure_mode(step, &Unavailable { retry_in: Duration::from_secs(1), error: None }),
@@ -363,7 +366,8 @@ impl RateLimiter {
     /// `authenticated` for `tenant:subject` (with the tenant's overrides), then `write` when
     /// `write`. The first refusal stops everything after it, so a request refused for one reason
     /// spends nothing of the budgets after it; a listed caller spends no per-caller budget.
-    /// Every decision is counted and recorded for the response headers.
+    /// Every decision is counted and recorded for the response headers. `counter`: a fully
+    /// prefixed Redis key whose integer value the same call reads (a tenant's membership epoch).
     pub async fn enforce_caller(
         &self,
         extensions: &Extensions,
@@ -371,6 +375,7 @@ impl RateLimiter {
         subject: &str,
         write: bool,
         listing: Listing<'_>,
+        counter: Option<&str>,
     ) -> CallerCheck {
         let record = extensions.get::<RateLimitRecord>();
         let pending = record.and_then(RateLimitRecord::take_pending);
@@ -397,20 +402,21 @@ impl RateLimiter {
             }
         }
         let steps = &steps[..count];
-        let (refusal, listing) = self.decide_steps(steps, gate, listing, record).await;
-        CallerCheck { refusal: refusal.and_then(|decision| decision.problem()), listing }
+        let (refusal, listing, counter) = self.decide_steps(steps, gate, listing, counter, record).await;
+        CallerCheck { refusal: refusal.and_then(|decision| decision.problem()), listing, counter }
     }
 
     /// Decides `steps` in order, stopping at the first refusal, with `listing` looked up after
     /// the first `gate` steps (in the same script when Redis decides). Returns the refusal, if
-    /// any, and what became of the listing.
+    /// any, what became of the listing, and the `counter` read when Redis answered.
     async fn decide_steps(
         &self,
         steps: &[Option<Step<'_>>],
         gate: usize,
         listing: Listing<'_>,
+        counter: Option<&str>,
         record: Option<&RateLimitRecord>,
-    ) -> (Option<Decision>, ListingAnswer) {
+    ) -> (Option<Decision>, ListingAnswer, Option<i64>) {
         // A caller known to be listed is only checked against what comes before the listing.
         let steps = if listing == Listing::Listed { &steps[..gate.min(steps.len())] } else { steps };
         let reached = match listing {
@@ -442,7 +448,7 @@ impl RateLimiter {
                 for (slot, step) in buckets.iter_mut().zip(steps.clone()) {
                     *slot = Some(step.bucket());
                 }
-                match shared.check_all(&buckets, lookup).await {
+                match shared.check_all(&buckets, lookup, counter).await {
                     Ok(answer) => {
                         let after = match listing {
                             Listing::Lookup(_) => ListingAnswer::Answered(answer.listed),
@@ -455,18 +461,24 @@ impl RateLimiter {
                         let mut decisions = steps.zip(answer.outcomes).take(decided).map_while(|(step, outcome)| {
                             outcome.map(|outcome| Decision::counted(step.name.clone(), step.quota, outcome, false))
                         });
-                        run(&mut decisions, after)
+                        let (refusal, listing) = run(&mut decisions, after);
+                        (refusal, listing, answer.counter)
                     }
                     Err(unavailable) => {
                         let after = match (&listing, &unavailable.error) {
                             (Listing::Lookup(_), Some(error)) => ListingAnswer::Failed(error.clone()),
                             _ => reached,
                         };
-                        run(&mut steps.map(|step| self.failure_mode(step, &unavailable)), after)
+                        let (refusal, listing) =
+                            run(&mut steps.map(|step| self.failure_mode(step, &unavailable)), after);
+                        (refusal, listing, None)
                     }
                 }
             }
-            _ => run(&mut steps.map(|step| self.locally(step, false)), reached),
+            _ => {
+                let (refusal, listing) = run(&mut steps.map(|step| self.locally(step, false)), reached);
+                (refusal, listing, None)
+            }
         }
     }
 
@@ -613,19 +625,22 @@ mod tests {
         // Anonymous burst 2: the third pending check is refused and nothing after it counted. The
         // in-process limiter leaves a Redis lookup to its caller (`NotAsked`).
         for subject in ["u0", "u1"] {
-            let check = limiter.enforce_caller(&pending("ip"), "acme", subject, false, Listing::Lookup("k")).await;
+            let check = limiter
+                .enforce_caller(&pending("ip"), "acme", subject, false, Listing::Lookup("k"), Some("epoch"))
+                .await;
             assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::NotAsked));
+            assert_eq!(check.counter, None, "nor does it read a Redis counter");
         }
-        let check = limiter.enforce_caller(&pending("ip"), "acme", "u2", true, Listing::Listed).await;
+        let check = limiter.enforce_caller(&pending("ip"), "acme", "u2", true, Listing::Listed, None).await;
         assert_eq!(check.refusal.map(|p| p.status()), Some(axum::http::StatusCode::TOO_MANY_REQUESTS));
         assert_eq!(check.listing, ListingAnswer::NotAsked, "the listing is not reached");
         // A listed caller is answered as listed and spends no per-caller budget.
-        let check = limiter.enforce_caller(&pending("other-ip"), "acme", "u2", true, Listing::Listed).await;
+        let check = limiter.enforce_caller(&pending("other-ip"), "acme", "u2", true, Listing::Listed, None).await;
         assert_eq!((check.refusal.is_some(), check.listing), (false, ListingAnswer::Answered(true)));
-        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u2", true, Listing::None).await;
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u2", true, Listing::None, None).await;
         assert!(check.refusal.is_none(), "u2's authenticated and write budgets are whole");
         // u1 spent its one authenticated request above (burst 1).
-        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u1", true, Listing::None).await;
+        let check = limiter.enforce_caller(&Extensions::new(), "acme", "u1", true, Listing::None, None).await;
         assert!(check.refusal.is_some());
         let text = metrics.render();
         assert!(text.contains(r#"rate_limit_decisions_total{decision="limited",policy="anonymous"} 1"#), "{text}");

@@ -1,6 +1,7 @@
 //! The Redis store: one atomic Lua script per request, so every replica draws on one budget and a
-//! request costs one round trip whatever it is checked against (its buckets, and a deny-list key
-//! such as a revoked token's). Bounded by its own short timeout and a circuit breaker: a slow or
+//! request costs one round trip whatever it is checked against (its buckets, a deny-list key
+//! such as a revoked token's, and a counter the caller reads on the way, such as a tenant's
+//! membership epoch). Bounded by its own short timeout and a circuit breaker: a slow or
 //! absent Redis costs a request at most `redis_timeout`, and once the breaker opens, nothing at all.
 
 use std::{
@@ -44,11 +45,13 @@ pub struct Bucket<'a> {
 }
 
 /// What the script answered: the outcome of every bucket it decided, in order (it stops at the
-/// first refusal or at a listed key), and whether the deny-list key exists.
+/// first refusal or at a listed key), whether the deny-list key exists, and the counter read.
 #[derive(Debug, Default)]
 pub struct Answer {
     pub outcomes: [Option<Outcome>; MAX_BUCKETS],
     pub listed: bool,
+    /// The value of the counter asked for (0 when the key does not exist); `None` when none was.
+    pub counter: Option<i64>,
 }
 
 /// Redis could not decide; `retry_in` is a hint for clients refused because of it. `error` is
@@ -67,17 +70,19 @@ impl SharedStore {
     /// One bucket alone.
     #[cfg(test)]
     pub async fn check(&self, policy: &str, key: &str, quota: Quota) -> Result<Outcome, Unavailable> {
-        let answer = self.check_all(&[Some(Bucket { policy, key, quota })], None).await?;
+        let answer = self.check_all(&[Some(Bucket { policy, key, quota })], None, None).await?;
         answer.outcomes[0].ok_or(Unavailable { retry_in: Duration::from_secs(1), error: Some("no outcome".into()) })
     }
 
     /// Decides `buckets` (the `Some` ones) in order, in one script (one EVALSHA). `lookup`: a
     /// (fully prefixed) key whose existence refuses the request, looked up after the first `.0`
-    /// buckets were allowed. Takes a fixed array's slots rather than a `Vec`: no allocation.
+    /// buckets were allowed. `counter`: a (fully prefixed) key whose integer value is read in the
+    /// same call. Takes a fixed array's slots rather than a `Vec`: no allocation.
     pub async fn check_all(
         &self,
         buckets: &[Option<Bucket<'_>>],
         lookup: Option<(usize, &str)>,
+        counter: Option<&str>,
     ) -> Result<Answer, Unavailable> {
         if let Permit::Rejected(left) = self.breaker.permit(Instant::now()) {
             return Err(Unavailable { retry_in: left.max(Duration::from_secs(1)), error: None });
@@ -94,6 +99,9 @@ impl SharedStore {
             }
             None => -1,
         };
+        if let Some(key) = counter {
+            invocation.key(key);
+        }
         invocation.arg(buckets.clone().count()).arg(gate);
         for bucket in buckets.clone() {
             invocation.arg(bucket.quota.interval_us()).arg(bucket.quota.burst());
@@ -108,9 +116,13 @@ impl SharedStore {
                     tracing::info!("rate limiter: Redis answers again; shared limits resume");
                 }
                 let micros = |v: i64| u64::try_from(v).unwrap_or(0);
-                let mut answer = Answer { listed: values.first() == Some(&1), ..Answer::default() };
+                let mut answer = Answer {
+                    listed: values.first() == Some(&1),
+                    counter: values.get(1).copied().filter(|value| *value >= 0),
+                    ..Answer::default()
+                };
                 for ((slot, bucket), triple) in
-                    answer.outcomes.iter_mut().zip(buckets).zip(values.get(1..).unwrap_or_default().chunks_exact(3))
+                    answer.outcomes.iter_mut().zip(buckets).zip(values.get(2..).unwrap_or_default().chunks_exact(3))
                 {
                     *slot = Some(bucket.quota.outcome(triple[0] == 1, micros(triple[1]), micros(triple[2])));
                 }
@@ -150,16 +162,21 @@ mod tests {
         SharedStore::new(redis, Duration::from_millis(200), CircuitBreaker::new(2, Duration::from_secs(60)), metrics)
     }
 
-    #[tokio::test]
-    async fn the_lua_script_decides_exactly_like_the_in_process_algorithm() {
-        let url = match std::env::var("PALISADE_TEST_REDIS_URL") {
-            Ok(url) if !url.is_empty() => url,
+    /// The test Redis, or `None` (outside CI) when none is configured: then the test does not run.
+    fn redis_url(test: &str) -> Option<String> {
+        match std::env::var("PALISADE_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
             _ if std::env::var_os("CI").is_some() => panic!("PALISADE_TEST_REDIS_URL must be set in CI"),
             _ => {
-                eprintln!("NOTICE: PALISADE_TEST_REDIS_URL is not set; the Redis GCRA test did not run");
-                return;
+                eprintln!("NOTICE: PALISADE_TEST_REDIS_URL is not set; the Redis {test} test did not run");
+                None
             }
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lua_script_decides_exactly_like_the_in_process_algorithm() {
+        let Some(url) = redis_url("GCRA") else { return };
         let prefix = format!("palisade-edge-test-{}", std::process::id());
         let shared = store(&url, &prefix, metrics());
         let memory = MemoryStore::new(100, Duration::from_secs(10));
@@ -172,6 +189,32 @@ mod tests {
             assert_eq!((remote.allowed, remote.remaining), (local.allowed, local.remaining), "request {n}");
             let skew = remote.retry_after.abs_diff(local.retry_after) + remote.reset_after.abs_diff(local.reset_after);
             assert!(skew < Duration::from_millis(50), "request {n}: {remote:?} vs {local:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_script_reads_the_counter_it_is_given_with_or_without_a_lookup_and_buckets() {
+        let Some(url) = redis_url("counter") else { return };
+        let prefix = format!("palisade-edge-counter-{}", std::process::id());
+        let metrics = metrics();
+        let shared = store(&url, &prefix, metrics.clone());
+        let counter = format!("{prefix}:epoch");
+        let quota = Quota::new(10, Duration::from_secs(1), 5).expect("quota");
+        let bucket = [Some(Bucket { policy: "counter", key: "k", quota })];
+        let unlisted = format!("{prefix}:nobody");
+        let answer = shared.check_all(&bucket, None, None).await.expect("redis answers");
+        assert_eq!(answer.counter, None, "no counter asked for");
+        assert_eq!(shared.check_all(&bucket, None, Some(&counter)).await.expect("answer").counter, Some(0));
+        let config = RedisConfig { url: Some(url.as_str().into()), key_prefix: prefix.clone(), ..Default::default() };
+        let redis = Redis::connect(&config, metrics).expect("redis url").expect("redis configured");
+        for _ in 0..3 {
+            redis.incr("test", &counter).await.expect("INCR");
+        }
+        for (buckets, lookup) in [(&bucket[..], None), (&bucket[..], Some((0, unlisted.as_str()))), (&[][..], None)] {
+            let answer = shared.check_all(buckets, lookup, Some(&counter)).await.expect("redis answers");
+            assert_eq!(answer.counter, Some(3), "{lookup:?}, {} buckets", buckets.len());
+            assert!(!answer.listed);
+            assert_eq!(answer.outcomes[0].is_some(), !buckets.is_empty(), "the bucket is still decided");
         }
     }
 
