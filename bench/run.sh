@@ -200,10 +200,12 @@ fi
 
 # --- (b) the same read on PostgreSQL + Redis; FastAPI and loco on PostgreSQL alternating ------
 if want pg; then
-    log "(b) GET /api/v1/todos/{id} on PostgreSQL + Redis"
+    # Rate limits on (never reached), as in production and as issue #18's comparison with the
+    # peers asks: the request's one Redis script also reads the tenant's membership epoch.
+    log "(b) GET /api/v1/todos/{id} on PostgreSQL + Redis, rate limits on"
     pg_redis_env
     PG_DB=$LAST_DB
-    start_palisade read-pg "${PG_REDIS_ENV[@]}" "${NO_LIMITS[@]}"
+    start_palisade read-pg "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}"
     memory_idle "palisade (PostgreSQL + Redis)" "$SERVER_PID"
     TOKEN_PG="$(palisade_token)"
     PAL_PG_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_PG" 20)"
@@ -213,6 +215,18 @@ if want pg; then
     done
     memory_peak "palisade (PostgreSQL + Redis)" "$PAL_PG_PID"
     pair read-pg palisade palisade 64 1
+    if [[ -n "$BASELINE_BIN" ]]; then
+        pg_redis_env
+        PALISADE_BIN="$BASELINE_BIN" start_palisade read-pg-baseline "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}"
+        BASE_TOKEN="$(PALISADE_BIN="$BASELINE_BIN" palisade_token)"
+        BASE_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$BASE_TOKEN" 20)"
+        for _ in 1 2 3; do
+            measure read-pg palisade 64 "$PAL_PG_URL" "$TOKEN_PG"
+            measure read-pg baseline 64 "$BASE_URL" "$BASE_TOKEN"
+        done
+        pair read-pg palisade baseline 64
+        stop_pid "$SERVER_PID"
+    fi
     if [[ "$PEERS" -eq 1 ]]; then
         log "(e) palisade vs FastAPI on the same PostgreSQL database, alternating"
         start_fastapi "$PG_DB"
@@ -233,12 +247,16 @@ fi
 if want limiter; then
     log "(c) rate limiter: Redis vs in-process, limits on and never reached"
     pg_redis_env
-    start_palisade limiter-redis "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=redis
+    # The membership cache needs the Redis limiter's script; off in both, so that the pair
+    # measures the limiter alone.
+    start_palisade limiter-redis "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=redis \
+        PALISADE_TENANCY__MEMBERSHIP_CACHE_TTL=0s
     REDIS_LIM_PID=$SERVER_PID
     TOKEN_LIM_R="$(palisade_token)"
     URL_LIM_R="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_LIM_R" 5)"
     pg_redis_env
-    start_palisade limiter-memory "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=memory
+    start_palisade limiter-memory "${PG_REDIS_ENV[@]}" "${HIGH_LIMITS[@]}" PALISADE_RATE_LIMIT__BACKEND=memory \
+        PALISADE_TENANCY__MEMBERSHIP_CACHE_TTL=0s
     MEM_LIM_PID=$SERVER_PID
     TOKEN_LIM_M="$(palisade_token)"
     URL_LIM_M="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$TOKEN_LIM_M" 5)"
