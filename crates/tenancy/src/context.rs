@@ -60,8 +60,8 @@ pub struct Tenancy {
 
 impl Tenancy {
     /// Call after committing a change to `tenant` itself (creation, status, deletion,
-    /// restoration): this
-    /// replica's directory forgets it and every replica looks its users up again.
+    /// restoration): this replica's directory forgets it, and every replica looks its users up
+    /// again.
     pub async fn tenant_changed(&self, tenant: &Tenant) {
         self.directory.forget(tenant).await;
         self.memberships.changed(tenant.id).await;
@@ -173,12 +173,14 @@ where
         let cached = epoch.and_then(|epoch| memberships.get(tenant.id, &auth.subject, epoch));
         let hit = cached.is_some();
         let (user, session) = match cached {
-            // Nothing changed in the tenant since this user was looked up: the handler's session
-            // begins on first use (a write's not while its body is still arriving).
+            // Nothing changed in the tenant since this user was looked up: no lookup, and the
+            // handler's session begins with its first query.
             Some(user) => {
                 let access = if write { Access::Write } else { Access::Read };
                 (user, TenantSession::lazy_with(db.clone(), tenant.id, access))
             }
+            // The handler's session begins on first use, so it is not open (on SQLite: holding the
+            // write lock) while the request body is still arriving.
             None if write => {
                 let user = provisioned(db, &tenant, &auth.subject, &meta).await?;
                 (user, TenantSession::lazy(db.clone(), tenant.id))

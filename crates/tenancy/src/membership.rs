@@ -82,13 +82,16 @@ impl Memberships {
     }
 
     /// Call after committing a change to `tenant`'s status or users: every replica looks its
-    /// users up again. If Redis cannot be told, this replica forgets everything it cached and the
-    /// others catch up within the TTL; the change itself stands (it is committed).
+    /// users up again. Bumped even when this replica caches nothing (a TTL of zero): replicas
+    /// configured otherwise may. If Redis cannot be told, this replica forgets everything it
+    /// cached and the others catch up within the TTL; the change itself stands (it is committed).
     pub async fn changed(&self, tenant: Uuid) {
-        let (Some(redis), Some(cache)) = (&self.redis, &self.cache) else { return };
+        let Some(redis) = &self.redis else { return };
         let key = redis.key(&["membership", &tenant.to_string()]);
         if let Err(error) = redis.incr(OPERATION, &key).await {
-            cache.invalidate_all();
+            if let Some(cache) = &self.cache {
+                cache.invalidate_all();
+            }
             tracing::warn!(
                 %error,
                 tenant_id = %tenant,
