@@ -182,11 +182,13 @@ if want sqlite; then
         PALISADE_BIN="$BASELINE_BIN" start_palisade read-sqlite-baseline "$(sqlite_env read-sqlite-baseline)" "${NO_LIMITS[@]}"
         BASE_TOKEN="$(PALISADE_BIN="$BASELINE_BIN" palisade_token)"
         BASE_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$BASE_TOKEN" 20)"
+        # Labelled apart from the scaling runs above, so that the report pairs only runs made
+        # back to back (it pairs a label's runs in order).
         for _ in 1 2; do
-            measure read-sqlite palisade 64 "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
+            measure read-sqlite this-build 64 "$PAL_SQLITE_URL" "$TOKEN_SQLITE"
             measure read-sqlite baseline 64 "$BASE_URL" "$BASE_TOKEN"
         done
-        pair read-sqlite palisade baseline 64
+        pair read-sqlite this-build baseline 64
         stop_pid "$SERVER_PID"
     fi
     if [[ "$PEERS" -eq 1 && -x "$LOCO_BIN" ]]; then
@@ -221,10 +223,10 @@ if want pg; then
         BASE_TOKEN="$(PALISADE_BIN="$BASELINE_BIN" palisade_token)"
         BASE_URL="$SERVER_URL/api/v1/todos/$(seed_todos "$SERVER_URL" "$BASE_TOKEN" 20)"
         for _ in 1 2 3; do
-            measure read-pg palisade 64 "$PAL_PG_URL" "$TOKEN_PG"
+            measure read-pg this-build 64 "$PAL_PG_URL" "$TOKEN_PG"
             measure read-pg baseline 64 "$BASE_URL" "$BASE_TOKEN"
         done
-        pair read-pg palisade baseline 64
+        pair read-pg this-build baseline 64
         stop_pid "$SERVER_PID"
     fi
     if [[ "$PEERS" -eq 1 ]]; then
