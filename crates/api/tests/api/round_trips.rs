@@ -158,8 +158,12 @@ async fn a_repeated_tenant_read_skips_the_user_lookup_while_the_membership_epoch
             let mut url = url::Url::parse(s.database.url.expose_secret()).expect("database url");
             url.set_port(Some(port)).expect("port");
             s.database.url = url.to_string().into();
-            // Nothing else may talk to PostgreSQL while the reads are counted.
+            // Nothing else may talk to PostgreSQL while the reads are counted, and no connection
+            // may be opened meanwhile (its handshake is several round trips): one connection,
+            // which a read waits for while the pool checks it after the previous response.
             s.jobs.enabled = false;
+            s.database.max_connections = Some(1);
+            s.database.min_connections = 1;
             s.tenancy.membership_cache_ttl = ttl;
         })
         .await
