@@ -63,8 +63,7 @@ impl Memberships {
     /// is cached.
     pub fn epoch_key(&self, tenant: Uuid) -> Option<String> {
         self.cache.as_ref()?;
-        let redis = self.redis.as_ref()?;
-        Some(redis.key(&["membership", &tenant.to_string()]))
+        Some(epoch_key(self.redis.as_ref()?, tenant))
     }
 
     /// The user of `subject` in `tenant` as looked up under `epoch`, if that is still the epoch.
@@ -87,8 +86,7 @@ impl Memberships {
     /// cached and the others catch up within the TTL; the change itself stands (it is committed).
     pub async fn changed(&self, tenant: Uuid) {
         let Some(redis) = &self.redis else { return };
-        let key = redis.key(&["membership", &tenant.to_string()]);
-        if let Err(error) = redis.incr(OPERATION, &key).await {
+        if let Err(error) = redis.incr(OPERATION, &epoch_key(redis, tenant)).await {
             if let Some(cache) = &self.cache {
                 cache.invalidate_all();
             }
@@ -100,6 +98,11 @@ impl Memberships {
             );
         }
     }
+}
+
+/// `<redis.key_prefix>:membership:<tenant uuid>` (docs/adr/0005-tenant-isolation.md).
+fn epoch_key(redis: &Redis, tenant: Uuid) -> String {
+    redis.key(&["membership", &tenant.to_string()])
 }
 
 #[cfg(test)]
