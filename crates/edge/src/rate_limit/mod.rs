@@ -430,17 +430,17 @@ impl RateLimiter {
         };
         let steps = steps.iter().flatten().copied();
         // Counts and records each decision in order; the first refusal ends the run, and when it
-        // came before the listing, the listing was never reached.
-        let run = |decisions: &mut dyn Iterator<Item = Decision>, after: ListingAnswer| {
+        // came before the listing, the listing was never reached. `counter` is passed through.
+        let run = |decisions: &mut dyn Iterator<Item = Decision>, after: ListingAnswer, counter: Option<i64>| {
             for (index, decision) in decisions.enumerate() {
                 self.count(&decision);
                 note(record, decision.clone());
                 if !decision.is_allowed() {
                     let listing = if index < gate { ListingAnswer::NotAsked } else { after };
-                    return (Some(decision), listing);
+                    return (Some(decision), listing, counter);
                 }
             }
-            (None, after)
+            (None, after, counter)
         };
         match &self.inner.shared {
             Some(shared) if self.inner.enabled => {
@@ -461,24 +461,18 @@ impl RateLimiter {
                         let mut decisions = steps.zip(answer.outcomes).take(decided).map_while(|(step, outcome)| {
                             outcome.map(|outcome| Decision::counted(step.name.clone(), step.quota, outcome, false))
                         });
-                        let (refusal, listing) = run(&mut decisions, after);
-                        (refusal, listing, answer.counter)
+                        run(&mut decisions, after, answer.counter)
                     }
                     Err(unavailable) => {
                         let after = match (&listing, &unavailable.error) {
                             (Listing::Lookup(_), Some(error)) => ListingAnswer::Failed(error.clone()),
                             _ => reached,
                         };
-                        let (refusal, listing) =
-                            run(&mut steps.map(|step| self.failure_mode(step, &unavailable)), after);
-                        (refusal, listing, None)
+                        run(&mut steps.map(|step| self.failure_mode(step, &unavailable)), after, None)
                     }
                 }
             }
-            _ => {
-                let (refusal, listing) = run(&mut steps.map(|step| self.locally(step, false)), reached);
-                (refusal, listing, None)
-            }
+            _ => run(&mut steps.map(|step| self.locally(step, false)), reached, None),
         }
     }
 
