@@ -26,8 +26,11 @@ pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
+    /// A UUIDv7, written straight into the header value (no intermediate `String`).
     pub fn generate() -> Self {
-        Self(HeaderValue::try_from(uuid::Uuid::now_v7().to_string()).unwrap_or(HeaderValue::from_static("unknown")))
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        Self(HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown")))
     }
 
     /// Accepts what a proxy or client would plausibly send (a UUID, a trace id, a ULID) and nothing
@@ -103,6 +106,17 @@ mod tests {
     fn a_uuid_is_kept() {
         let raw = "0190d7a2-7c1e-7b3a-9b1e-1f2e3d4c5b6a";
         assert_eq!(RequestId::parse(raw).map(|r| r.as_str().to_owned()), Some(raw.to_owned()));
+    }
+
+    #[test]
+    fn a_generated_id_is_a_hyphenated_lowercase_uuid_v7_that_sorts_after_an_earlier_one() {
+        let first = RequestId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = RequestId::generate();
+        let parsed = uuid::Uuid::parse_str(first.as_str()).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_eq!(first.as_str(), parsed.hyphenated().to_string());
+        assert!(first.as_str() < second.as_str(), "{first} then {second}");
     }
 
     #[test]
