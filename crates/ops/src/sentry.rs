@@ -3,7 +3,7 @@
 //! leave the process. Active only when `sentry.dsn` (or `SENTRY_DSN`) is set; otherwise no client,
 //! no thread and no layer exist.
 //!
-//! Each application owns its client; [`Sentry::wrap`] puts sentry-tower's layers around the routes,
+//! Each application owns its client; [`Sentry::layer`] puts sentry-tower's layers around the routes,
 //! binding a fresh hub (made from the application's) to every request, so tags never leak from one
 //! request into another (or between servers sharing a process, as tests do).
 //! [`Sentry::bind_to_process`] also makes it the process-wide client, for panics and errors outside
@@ -117,10 +117,20 @@ impl Sentry {
         match self.0 {}
     }
 
-    pub fn wrap(&self, _router: axum::Router) -> axum::Router {
+    pub fn layer<S>(&self) -> Layer<S> {
         match self.0 {}
     }
 }
+
+/// The reporting layers as one layer for the middleware stack: boxed, so that its type does not
+/// depend on the build's features and an unconfigured Sentry costs a request nothing
+/// (`Option::None` in the stack); a configured one pays one boxed call per request.
+pub type Layer<S> = tower::util::BoxCloneSyncServiceLayer<
+    S,
+    axum::extract::Request,
+    axum::response::Response,
+    std::convert::Infallible,
+>;
 
 impl fmt::Debug for Sentry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,7 +140,7 @@ impl fmt::Debug for Sentry {
 
 #[cfg(feature = "sentry")]
 mod enabled {
-    use std::{net::SocketAddr, sync::Arc, time::Duration};
+    use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
     use ::sentry::{
         ClientOptions, Hub, Level, TransportFactory, TransportOptions,
@@ -142,11 +152,11 @@ mod enabled {
         transports::ReqwestHttpTransportOptions,
     };
     use axum::{
-        Router,
         extract::{ConnectInfo, MatchedPath, Request},
         middleware::{Next, from_fn},
         response::Response,
     };
+    use tower::{Service, ServiceBuilder, util::BoxCloneSyncServiceLayer};
     use tracing::field::{Field, Visit};
     use tracing_subscriber::{
         Layer, Registry,
@@ -243,17 +253,23 @@ mod enabled {
             }
         }
 
-        /// Puts the reporting layers around every route, outermost first: sentry-tower's
-        /// `SentryLayer` binds a fresh hub made from this application's to the request;
-        /// `SentryHttpLayer` attaches the request (method, URL, headers) to its events; [`report`]
-        /// tags the scope and reports a 5xx that nothing more specific reported.
-        pub fn wrap(&self, router: Router) -> Router {
+        /// The reporting layers, outermost first: sentry-tower's `SentryLayer` binds a fresh hub
+        /// made from this application's to the request; `SentryHttpLayer` attaches the request
+        /// (method, URL, headers) to its events; [`report`] tags the scope and reports a 5xx that
+        /// nothing more specific reported.
+        pub fn layer<S>(&self) -> super::Layer<S>
+        where
+            S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+            S::Future: Send + 'static,
+        {
             let http = if self.send_pii { SentryHttpLayer::new().enable_pii() } else { SentryHttpLayer::new() };
             let send_pii = self.send_pii;
-            router
-                .layer(from_fn(move |request, next| report(send_pii, request, next)))
-                .layer(http)
-                .layer(SentryLayer::new(HubPerRequest(self.hub.clone())))
+            BoxCloneSyncServiceLayer::new(
+                ServiceBuilder::new()
+                    .layer(SentryLayer::new(HubPerRequest(self.hub.clone())))
+                    .layer(http)
+                    .layer(from_fn(move |request, next| report(send_pii, request, next))),
+            )
         }
     }
 
