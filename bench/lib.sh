@@ -187,15 +187,18 @@ memory_peak() {
     printf '%s\tpeak\t%s\n' "$1" "$kib" >>"$MEMORY"
 }
 
-# measure SCENARIO LABEL CONNS URL [TOKEN]: a warm-up, then a DURATION-second wrk run on the load
-# CPU. Appends: scenario, label, connections, rps, p50 ms, p99 ms, non-2xx/3xx, socket errors.
+# measure SCENARIO LABEL CONNS URL [TOKEN [unpinned]]: a warm-up, then a DURATION-second wrk run
+# on the load CPU (on any CPU with `unpinned`). Appends: scenario, label, connections, rps, p50 ms,
+# p99 ms, non-2xx/3xx, socket errors.
 measure() {
     local scenario="$1" label="$2" conns="$3" url="$4" token="${5:-}" threads=1 out
+    local -a pin=("${LOAD_PIN[@]}")
+    [[ "${6:-}" != unpinned ]] || pin=()
     if [[ "$WARMUP" != 0 ]]; then
-        TOKEN="$token" "${LOAD_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
+        TOKEN="$token" "${pin[@]}" wrk -t"$threads" -c"$conns" -d"${WARMUP}s" \
             -s "$BENCH_DIR/wrk-report.lua" "$url" >/dev/null
     fi
-    out="$(TOKEN="$token" "${LOAD_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${DURATION}s" \
+    out="$(TOKEN="$token" "${pin[@]}" wrk -t"$threads" -c"$conns" -d"${DURATION}s" \
         -s "$BENCH_DIR/wrk-report.lua" "$url" | awk '$1 == "RESULT"')"
     [[ -n "$out" ]] || die "wrk printed no result for $label $url"
     # shellcheck disable=SC2086
