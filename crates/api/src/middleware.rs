@@ -95,11 +95,11 @@ const SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
 /// Applies the stack above to a router whose routes (and fallback) are all in place.
 ///
 /// The layers are composed with `ServiceBuilder` into one layer, applied with a single
-/// `Router::layer` (Sentry's, when configured, is one boxed layer inside it). Each `Router::layer` call boxes every route again, and a
-/// request clones its route's whole boxed stack at every level it passes (axum's `Route` clones
-/// its service per call), so sixteen separate calls cost a quadratic number of boxed clones per
-/// request: about 150,000 instructions of a 163,000-instruction `/health`
-/// (`bench/instructions.sh`, docs/performance.md).
+/// `Router::layer` (Sentry's, when configured, is one boxed layer inside it). Each `Router::layer`
+/// call boxes every route again, and a request clones its route's whole boxed stack at every level
+/// it passes (axum's `Route` clones its service per call), so sixteen separate calls cost a
+/// quadratic number of boxed clones per request: about 150,000 instructions of a
+/// 163,000-instruction `/health` (`bench/instructions.sh`, docs/performance.md).
 pub fn apply(
     router: Router,
     metrics: Arc<Metrics>,

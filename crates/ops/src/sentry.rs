@@ -117,7 +117,7 @@ impl Sentry {
         match self.0 {}
     }
 
-    pub fn layer<S>(&self) -> Layer<S> {
+    pub fn layer<S>(&self) -> ReportLayer<S> {
         match self.0 {}
     }
 }
@@ -125,7 +125,7 @@ impl Sentry {
 /// The reporting layers as one layer for the middleware stack: boxed, so that its type does not
 /// depend on the build's features and an unconfigured Sentry costs a request nothing
 /// (`Option::None` in the stack); a configured one pays one boxed call per request.
-pub type Layer<S> = tower::util::BoxCloneSyncServiceLayer<
+pub type ReportLayer<S> = tower::util::BoxCloneSyncServiceLayer<
     S,
     axum::extract::Request,
     axum::response::Response,
@@ -257,7 +257,7 @@ mod enabled {
         /// made from this application's to the request; `SentryHttpLayer` attaches the request
         /// (method, URL, headers) to its events; [`report`] tags the scope and reports a 5xx that
         /// nothing more specific reported.
-        pub fn layer<S>(&self) -> super::Layer<S>
+        pub fn layer<S>(&self) -> super::ReportLayer<S>
         where
             S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
             S::Future: Send + 'static,
