@@ -25,8 +25,8 @@ use std::{
     future::Future,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -266,35 +266,51 @@ impl Drop for Slot {
 }
 
 /// What the watcher of one connection needs to know: requests in flight and when the last ended.
+///
+/// Requests do not wake the watcher: it sleeps until the earliest moment the connection could be
+/// idle too long and looks again then (activity only ever moves that moment later). Only the first
+/// request, which swaps `first_request` for the `idle` limit, and the end of a request during
+/// shutdown, when an idle connection must close at once, wake it. Waking it on every request cost
+/// each request two wake-ups of its connection's task and two new timers (docs/performance.md).
 struct Activity {
+    /// When the connection was accepted; `last_end` counts from here.
+    opened: Instant,
     in_flight: AtomicUsize,
     seen_request: AtomicBool,
-    last_change: Mutex<Instant>,
+    /// Nanoseconds from `opened` to the end of the latest request (0: none has ended).
+    last_end: AtomicU64,
+    /// Set once shutdown begins: from then on the end of every request wakes the watcher.
+    stopping: AtomicBool,
     changed: Notify,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
+            opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             seen_request: AtomicBool::new(false),
-            last_change: Mutex::new(Instant::now()),
+            last_end: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.seen_request.store(true, Ordering::SeqCst);
-        self.touch();
+        if !self.seen_request.load(Ordering::Relaxed) && !self.seen_request.swap(true, Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
         InFlight(self.clone())
     }
 
-    fn touch(&self) {
-        if let Ok(mut last) = self.last_change.lock() {
-            *last = Instant::now();
+    fn end(&self) {
+        let since_open = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_end.fetch_max(since_open, Ordering::SeqCst);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
     }
 
     fn is_idle(&self) -> bool {
@@ -302,7 +318,22 @@ impl Activity {
     }
 
     fn idle_since(&self) -> Instant {
-        self.last_change.lock().map_or_else(|_| Instant::now(), |last| *last)
+        self.opened + Duration::from_nanos(self.last_end.load(Ordering::SeqCst))
+    }
+
+    /// The earliest moment the connection may be closed as idle, as far as is known now: while a
+    /// request is in flight, no sooner than one idle period from now.
+    fn deadline(&self, limits: &Limits) -> Instant {
+        let stopping = self.stopping.load(Ordering::SeqCst);
+        if !self.is_idle() {
+            return Instant::now() + limits.idle;
+        }
+        let limit = match (stopping, self.seen_request.load(Ordering::SeqCst)) {
+            (true, _) => Duration::ZERO,
+            (false, true) => limits.idle,
+            (false, false) => limits.first_request,
+        };
+        self.idle_since() + limit
     }
 }
 
@@ -312,8 +343,7 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.touch();
+        self.0.end();
     }
 }
 
@@ -331,17 +361,10 @@ async fn watch_connection<C>(
 {
     let _held = held;
     tokio::pin!(connection);
-    let mut stopping = false;
     let mut closing_at: Option<Instant> = None;
     loop {
-        let deadline = if let Some(at) = closing_at {
-            at
-        } else if activity.is_idle() {
-            let limit = if activity.seen_request.load(Ordering::SeqCst) { limits.idle } else { limits.first_request };
-            activity.idle_since() + if stopping { Duration::ZERO } else { limit }
-        } else {
-            Instant::now() + Duration::from_secs(3600)
-        };
+        let deadline = closing_at.unwrap_or_else(|| activity.deadline(&limits));
+        let stopping = activity.stopping.load(Ordering::SeqCst);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -352,7 +375,7 @@ async fn watch_connection<C>(
             () = activity.changed.notified() => {}
             changed = stop_signal.changed(), if !stopping => {
                 if changed.is_ok() {
-                    stopping = true;
+                    activity.stopping.store(true, Ordering::SeqCst);
                     connection.as_mut().graceful_shutdown();
                 }
             }
@@ -361,8 +384,9 @@ async fn watch_connection<C>(
                     tracing::debug!(%peer, "closed an idle connection");
                     return;
                 }
-                if activity.is_idle() {
-                    if !stopping {
+                // Activity since the sleep began only moves the deadline later: look again.
+                if activity.is_idle() && activity.deadline(&limits) <= Instant::now() {
+                    if !activity.stopping.load(Ordering::SeqCst) {
                         connection.as_mut().graceful_shutdown();
                     }
                     closing_at = Some(Instant::now() + CLOSE_GRACE);

@@ -124,6 +124,36 @@ async fn a_keep_alive_connection_is_closed_after_the_idle_timeout() {
     app.stop().await;
 }
 
+/// A keep-alive connection whose requests come more often than `idle_timeout` stays open for
+/// longer than `idle_timeout`, and is closed one idle period after its last request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_in_use_outlives_the_idle_timeout_and_closes_after_its_last_request() {
+    let idle = Duration::from_secs(1);
+    let Some(app) = crate::support::spawn_app(Backend::Sqlite, |s| s.server.idle_timeout = idle).await else {
+        return;
+    };
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let opened = Instant::now();
+    let mut last = opened;
+    while opened.elapsed() < idle * 3 {
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: palisade\r\n\r\n").await.unwrap();
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            buffer[..read].starts_with(b"HTTP/1.1 200"),
+            "after {:?}: {}",
+            opened.elapsed(),
+            String::from_utf8_lossy(&buffer[..read])
+        );
+        last = Instant::now();
+        tokio::time::sleep(idle * 2 / 5).await;
+    }
+    tokio::time::timeout(idle * 5, closed_by_server(stream)).await.expect("closed when idle");
+    let waited = last.elapsed();
+    assert!(waited >= idle * 9 / 10, "closed {waited:?} after the last request");
+    app.stop().await;
+}
+
 /// An HTTP/2 peer that made a request and then stops answering pings (a dead client, a
 /// vanished NAT entry) is dropped after the keep-alive timeout, long before `idle_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
