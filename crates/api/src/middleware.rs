@@ -2,7 +2,7 @@
 //!
 //! Outermost first (a request passes down this list, the response back up):
 //!
-//! 1. `SetSensitiveHeadersLayer` — `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
+//! 1. `SensitiveHeaders` — `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`
 //!    and `X-API-Key` are marked sensitive, so whatever prints headers shows `Sensitive` and Sentry
 //!    leaves them out.
 //! 2. Request id: `request_id::Sanitize` drops a malformed incoming `x-request-id`, tower-http's
@@ -26,7 +26,8 @@
 //!    answered here: counted, never rate limited, never reaching a handler. Outside the limiter and
 //!    `normalize` so that 429s and other errors carry CORS headers and browser code can read them;
 //!    a request from an origin not allowed gets no `Access-Control-*` header at all.
-//! 9. `CompressionLayer` (gzip, br; bodies of `compression.min_size_bytes` or more) — outside
+//! 9. `Compress` (tower-http's `CompressionLayer`, gzip and br, for requests with `Accept-Encoding`;
+//!    bodies of `compression.min_size_bytes` or more) — outside
 //!    `normalize`, which must read error bodies uncompressed.
 //! 10. `problem::Normalize` — any error response leaves as problem+json with the request id.
 //! 11. `HeadLimits` — a request line plus headers over `server.max_header_bytes`,
@@ -65,10 +66,8 @@ use axum::{
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    compression::CompressionBody,
     limit,
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
-    sensitive_headers::SetSensitiveHeadersLayer,
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
@@ -79,12 +78,12 @@ use palisade_edge::{Edge, RateLimiter, rate_limit::LimitByClientIpLayer};
 #[cfg(doc)]
 use palisade_ops::hook::Hook;
 use palisade_ops::{
-    AccessLog, Metrics, Problem, ServerConfig, hook::HookLayer, metrics, problem, request_id, sentry::Sentry,
-    server::HeadLimits,
+    AccessLog, Metrics, Problem, ServerConfig, hook::HookLayer, metrics, problem, request_id,
+    sensitive_headers::SensitiveHeaders, sentry::Sentry, server::HeadLimits,
 };
 
 /// Headers that carry credentials.
-const SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
+static SENSITIVE_HEADERS: [axum::http::HeaderName; 5] = [
     axum::http::header::AUTHORIZATION,
     axum::http::header::PROXY_AUTHORIZATION,
     axum::http::header::COOKIE,
@@ -120,13 +119,6 @@ pub fn apply(
     let cors = edge.cors.as_ref().map(|cors| {
         ServiceBuilder::new().layer(HookLayer::new(cors.origins.clone())).layer(cors.layer.clone()).into_inner()
     });
-    // Compression changes the body type; both branches of the option must answer the same type.
-    let compression = edge.compression.layer().map(|compression| {
-        ServiceBuilder::new()
-            .map_response(IntoResponse::into_response as fn(Response<CompressionBody<Body>>) -> Response)
-            .layer(compression)
-            .into_inner()
-    });
     // Layers 4 to 16, outermost first.
     let per_route = ServiceBuilder::new()
         .layer(HookLayer::new(edge.client_ip.clone()))
@@ -134,7 +126,7 @@ pub fn apply(
         .layer(trace)
         .layer(HookLayer::new(metrics::Track(metrics)))
         .option_layer(cors)
-        .option_layer(compression)
+        .option_layer(edge.compression.layer())
         .layer(HookLayer::new(problem::Normalize))
         .layer(HookLayer::new(HeadLimits::from(server)))
         .layer(LimitByClientIpLayer(rate_limiter))
@@ -148,7 +140,7 @@ pub fn apply(
     // Layers 1 to 3, then the rest, in one `Router::layer`.
     router.layer(
         ServiceBuilder::new()
-            .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
+            .layer(HookLayer::new(SensitiveHeaders(&SENSITIVE_HEADERS)))
             .layer(HookLayer::new(request_id::Sanitize))
             .layer(SetRequestIdLayer::new(request_id::HEADER.clone(), request_id::MakeRequestUuidV7))
             .layer(PropagateRequestIdLayer::new(request_id::HEADER.clone()))

@@ -12,6 +12,7 @@ pub mod problem;
 pub mod readiness;
 pub mod redact;
 pub mod request_id;
+pub mod sensitive_headers;
 pub mod sentry;
 pub mod server;
 pub mod subscriber;

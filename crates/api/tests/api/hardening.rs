@@ -867,5 +867,13 @@ async fn large_responses_are_compressed_and_small_ones_are_not(backend: Backend)
     }
     let small = app.client.get(app.url("/health")).header("accept-encoding", "gzip, br").send().await.expect("request");
     assert_eq!(header(small.headers(), "content-encoding"), None, "a 15-byte body is not worth compressing");
+    // Without Accept-Encoding the compression layer is skipped, but caches must still learn that
+    // the representation varies by it.
+    let plain = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (received, _) = raw_exchange(app.addr, plain, Duration::from_secs(10)).await;
+    let head = received.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\nvary: accept-encoding\r\n"), "{head}");
+    assert!(!head.contains("content-encoding"), "{head}");
     app.stop().await;
 }
