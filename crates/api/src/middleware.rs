@@ -26,7 +26,7 @@
 //!    answered here: counted, never rate limited, never reaching a handler. Outside the limiter and
 //!    `normalize` so that 429s and other errors carry CORS headers and browser code can read them;
 //!    a request from an origin not allowed gets no `Access-Control-*` header at all.
-//! 9. `Compress` (tower-http's `CompressionLayer`, gzip and br, for requests with `Accept-Encoding`;
+//! 9. `Compress` (tower-http's `CompressionLayer`, gzip and br, for requests that ask for either;
 //!    bodies of `compression.min_size_bytes` or more) — outside
 //!    `normalize`, which must read error bodies uncompressed.
 //! 10. `problem::Normalize` — any error response leaves as problem+json with the request id.
