@@ -12,7 +12,8 @@
 //!    under its own Sentry hub and `SentryHttpLayer` attaches the request to its events; inside them
 //!    the scope is tagged with the request id, route, tenant and user, and a 5xx that no panic or
 //!    error log already reported is reported with the final, normalized status.
-//! 4. `ClientIpResolver` — `ClientIp` and `Https` from the TCP peer, or from `X-Forwarded-For` /
+//! 4. `ClientIpResolver` — the client's address and scheme (`ResolvedClient`, which the `ClientIp` and
+//!    `Https` extractors read) from the TCP peer, or from `X-Forwarded-For` /
 //!    `X-Forwarded-Proto` only when that peer is a trusted proxy; before everything that needs the
 //!    client's address or scheme (HSTS, the rate limiter, the audit log).
 //! 5. `SecurityHeaders` — outside every layer that can answer on its own, so every response

@@ -19,7 +19,7 @@ use axum::{
 };
 use ipnet::IpNet;
 /// The resolved address is an `ops` type, so crates that read it need not depend on the edge.
-pub use palisade_ops::client_ip::{ClientIp, NoClientIp, client_ip_of};
+pub use palisade_ops::client_ip::{ClientIp, NoClientIp, ResolvedClient, client_ip_of};
 use palisade_ops::hook::{After, Hook};
 use serde::{Deserialize, Serialize};
 
@@ -71,13 +71,6 @@ pub struct ClientIpResolver {
     trusted: Arc<[IpNet]>,
 }
 
-/// What a request's connection and trusted forwarding headers say about its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resolved {
-    pub ip: IpAddr,
-    pub https: bool,
-}
-
 impl ClientIpResolver {
     pub fn new(config: &ClientIpConfig) -> Result<Self, Vec<String>> {
         let problems = config.problems(false);
@@ -93,10 +86,10 @@ impl ClientIpResolver {
     }
 
     /// The client behind `peer`, given the request's headers.
-    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Resolved {
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ResolvedClient {
         let peer = peer.to_canonical();
         if !self.is_trusted(peer) {
-            return Resolved { ip: peer, https: false };
+            return ResolvedClient { ip: peer, https: false };
         }
         let https = headers
             .get(X_FORWARDED_PROTO)
@@ -122,7 +115,7 @@ impl ClientIpResolver {
                 break;
             }
         }
-        Resolved { ip: client, https }
+        ResolvedClient { ip: client, https }
     }
 }
 
@@ -131,7 +124,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip())).map(|ip| ip.to_canonical())
 }
 
-/// Whether the client reached the edge over HTTPS (per a trusted proxy). In request extensions.
+/// Whether the client reached the edge over HTTPS (per a trusted proxy): an extractor, read from
+/// the request's [`ResolvedClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Https(pub bool);
 
@@ -139,19 +133,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Https {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Https>().copied().unwrap_or_default())
+        Ok(Https(parts.extensions.get::<ResolvedClient>().is_some_and(|client| client.https)))
     }
 }
 
-/// Middleware (a [`Hook`]): puts [`ClientIp`] and [`Https`] in the request extensions.
+/// Middleware (a [`Hook`]): puts the [`ResolvedClient`] (which [`ClientIp`] and [`Https`] read) in
+/// the request extensions.
 impl Hook for ClientIpResolver {
     type Carry = ();
 
     fn before(&self, request: &mut Request) -> Result<(), Response> {
         if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
             let resolved = self.resolve(peer.ip(), request.headers());
-            request.extensions_mut().insert(ClientIp(resolved.ip));
-            request.extensions_mut().insert(Https(resolved.https));
+            request.extensions_mut().insert(resolved);
         }
         Ok(())
     }
@@ -187,14 +181,14 @@ mod tests {
     fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
         let r = resolver(&["10.0.0.0/8"]);
         let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
-        assert_eq!(r.resolve(ip("203.0.113.9"), &h), Resolved { ip: ip("203.0.113.9"), https: false });
+        assert_eq!(r.resolve(ip("203.0.113.9"), &h), ResolvedClient { ip: ip("203.0.113.9"), https: false });
     }
 
     #[test]
     fn the_first_untrusted_hop_from_the_right_is_the_client() {
         let r = resolver(&["10.0.0.0/8", "192.168.0.1"]);
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.2.3"), ("x-forwarded-proto", "https")]);
-        assert_eq!(r.resolve(ip("192.168.0.1"), &h), Resolved { ip: ip("198.51.100.7"), https: true });
+        assert_eq!(r.resolve(ip("192.168.0.1"), &h), ResolvedClient { ip: ip("198.51.100.7"), https: true });
     }
 
     #[test]
@@ -214,7 +208,7 @@ mod tests {
     #[test]
     fn a_trusted_peer_without_the_header_is_itself_the_client() {
         let r = resolver(&["10.0.0.0/8"]);
-        assert_eq!(r.resolve(ip("10.0.0.1"), &HeaderMap::new()), Resolved { ip: ip("10.0.0.1"), https: false });
+        assert_eq!(r.resolve(ip("10.0.0.1"), &HeaderMap::new()), ResolvedClient { ip: ip("10.0.0.1"), https: false });
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::{
 use palisade_ops::hook::{After, Hook};
 use serde::{Deserialize, Serialize};
 
-use crate::client_ip::Https;
+use crate::client_ip::ResolvedClient;
 
 /// Seconds in a year: the smallest `max-age` the HSTS preload list accepts.
 const PRELOAD_MIN_MAX_AGE: u64 = 31_536_000;
@@ -299,7 +299,7 @@ impl Hook for SecurityHeaders {
     type Carry = bool;
 
     fn before(&self, request: &mut Request) -> Result<bool, Response> {
-        Ok(request.extensions().get::<Https>().is_some_and(|h| h.0))
+        Ok(request.extensions().get::<ResolvedClient>().is_some_and(|client| client.https))
     }
 
     fn after(&self, https: bool, mut response: Response) -> After {

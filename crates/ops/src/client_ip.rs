@@ -12,10 +12,19 @@ use axum::{
 
 use crate::Problem;
 
-/// The client's address, resolved by the edge. In request extensions and an extractor (the audit
-/// log records it).
+/// The client's address, resolved by the edge: an extractor (the audit log records it), read from
+/// the request's [`ResolvedClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
+
+/// What the edge resolved about the client, in request extensions: its address, and whether it
+/// reached the edge over HTTPS. One extension for both, because each is a boxed insert into the
+/// request's extension map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedClient {
+    pub ip: IpAddr,
+    pub https: bool,
+}
 
 impl std::fmt::Display for ClientIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,8 +36,8 @@ impl std::fmt::Display for ClientIp {
 /// peer).
 pub fn client_ip_of(extensions: &Extensions) -> Option<IpAddr> {
     extensions
-        .get::<ClientIp>()
-        .map(|c| c.0)
+        .get::<ResolvedClient>()
+        .map(|c| c.ip)
         .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_canonical()))
 }
 
