@@ -138,8 +138,8 @@ fn into_response(response: Compressed) -> Result<Response, Infallible> {
 }
 
 pin_project! {
-    /// The response of a request without `Accept-Encoding`, with `Vary: Accept-Encoding` added
-    /// when a client that asked would have had it compressed.
+    /// The response of a request whose `Accept-Encoding` cannot select gzip or brotli, with
+    /// `Vary: Accept-Encoding` added when a client that asked would have had it compressed.
     pub struct VaryFuture<F> {
         #[pin]
         inner: F,
