@@ -384,8 +384,9 @@ async fn watch_connection<C>(
                     tracing::debug!(%peer, "closed an idle connection");
                     return;
                 }
-                // Activity since the sleep began only moves the deadline later: look again.
-                if activity.is_idle() && activity.deadline(&limits) <= Instant::now() {
+                // Activity since the sleep began only moves the deadline later (and a request in
+                // flight puts it an idle period ahead): look again.
+                if activity.deadline(&limits) <= Instant::now() {
                     if !activity.stopping.load(Ordering::SeqCst) {
                         connection.as_mut().graceful_shutdown();
                     }
